@@ -1,0 +1,6 @@
+//! Per-request policies of the gateway. Each module holds one policy: its
+//! config struct (serde + schemars), its compiled form and its logic, and unit
+//! tests. Policies work on plain request/response data, never on a server, so
+//! they are tested without one.
+
+pub mod headers;

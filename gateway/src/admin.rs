@@ -1,0 +1,109 @@
+//! The admin listener: `/healthz` (process alive), `/readyz` (a runtime is
+//! loaded and listeners are up), `/metrics` (Prometheus text), `/config`
+//! (the effective config as JSON, secrets redacted).
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use http::{Method, Response, StatusCode};
+use pingora::apps::http_app::ServeHttp;
+use pingora::protocols::http::ServerSession;
+
+use crate::metrics::METRICS;
+use crate::Gateway;
+
+/// Keys whose values never leave the process.
+const SECRET_KEYS: &[&str] = &["secret", "password", "token", "client_secret"];
+
+/// The admin HTTP application.
+pub struct AdminApp {
+    gateway: Arc<Gateway>,
+}
+
+impl AdminApp {
+    /// An admin app over the shared gateway state.
+    pub fn new(gateway: Arc<Gateway>) -> Self {
+        AdminApp { gateway }
+    }
+}
+
+fn reply(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
+    Response::builder()
+        .status(status)
+        .header(http::header::CONTENT_TYPE, content_type)
+        .header(http::header::CONTENT_LENGTH, body.len())
+        .body(body)
+        .unwrap_or_default()
+}
+
+/// Replaces the values of secret-looking keys, recursively.
+pub fn redact(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Object(m) => {
+            for (k, val) in m.iter_mut() {
+                if SECRET_KEYS.contains(&k.as_str()) && !val.is_null() {
+                    *val = serde_json::Value::String("<redacted>".into());
+                } else {
+                    redact(val);
+                }
+            }
+        }
+        serde_json::Value::Array(a) => a.iter_mut().for_each(redact),
+        _ => {}
+    }
+}
+
+#[async_trait]
+impl ServeHttp for AdminApp {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let req = session.req_header();
+        if req.method != Method::GET && req.method != Method::HEAD {
+            return reply(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "text/plain",
+                b"use GET\n".to_vec(),
+            );
+        }
+        match req.uri.path() {
+            "/healthz" => reply(StatusCode::OK, "text/plain", b"ok\n".to_vec()),
+            "/readyz" => reply(StatusCode::OK, "text/plain", b"ready\n".to_vec()),
+            "/metrics" => reply(
+                StatusCode::OK,
+                "text/plain; version=0.0.4",
+                METRICS.render(),
+            ),
+            "/config" => {
+                let runtime = self.gateway.runtime.load();
+                let mut config = serde_json::to_value(&*runtime.config).unwrap_or_default();
+                redact(&mut config);
+                let body = serde_json::json!({
+                    "source": self.gateway.config_path.display().to_string(),
+                    "config": config,
+                });
+                let mut bytes = serde_json::to_vec_pretty(&body).unwrap_or_default();
+                bytes.push(b'\n');
+                reply(StatusCode::OK, "application/json", bytes)
+            }
+            _ => reply(
+                StatusCode::NOT_FOUND,
+                "text/plain",
+                b"not found; try /healthz /readyz /metrics /config\n".to_vec(),
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_are_redacted_at_any_depth() {
+        let mut v =
+            serde_json::json!({"a": {"secret": "s3cr3t", "name": "x"}, "b": [{"token": "t"}]});
+        redact(&mut v);
+        assert_eq!(v["a"]["secret"], "<redacted>");
+        assert_eq!(v["a"]["name"], "x");
+        assert_eq!(v["b"][0]["token"], "<redacted>");
+    }
+}

@@ -1,0 +1,512 @@
+//! The configuration schema: plain serde types, one YAML document (plus
+//! `include:` files). These types describe *what* the operator asked for;
+//! [`crate::runtime`] compiles them into the structures the request path uses.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::units::Duration;
+
+/// The whole gateway configuration.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Identity and process settings of this gateway instance.
+    #[serde(default)]
+    pub gateway: GatewaySettings,
+    /// The admin listener (`/healthz`, `/readyz`, `/metrics`, `/config`).
+    #[serde(default)]
+    pub admin: AdminSettings,
+    /// Where the gateway accepts traffic.
+    #[serde(default)]
+    pub listeners: Vec<Listener>,
+    /// Named groups of upstream endpoints.
+    #[serde(default)]
+    pub clusters: Vec<Cluster>,
+    /// Routes, matched in file order; the first match wins.
+    #[serde(default)]
+    pub routes: Vec<Route>,
+    /// Access-log settings.
+    #[serde(default)]
+    pub telemetry: Telemetry,
+    /// Glob patterns (relative to this file) of further files whose
+    /// `listeners`, `clusters` and `routes` are appended to this one's.
+    #[serde(default)]
+    pub include: Vec<String>,
+}
+
+/// Identity and process settings.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GatewaySettings {
+    /// Name of this instance, used in logs and metrics.
+    #[serde(default = "default_gateway_name")]
+    pub name: String,
+    /// Where this gateway runs (used by locality-aware routing).
+    #[serde(default)]
+    pub locality: Locality,
+    /// Worker threads per listener; default: the number of CPUs.
+    #[serde(default)]
+    pub threads: Option<usize>,
+    /// How long a graceful shutdown (SIGTERM) lets in-flight requests finish.
+    #[serde(default = "default_drain_timeout")]
+    pub drain_timeout: Duration,
+}
+
+impl Default for GatewaySettings {
+    fn default() -> Self {
+        GatewaySettings {
+            name: default_gateway_name(),
+            locality: Locality::default(),
+            threads: None,
+            drain_timeout: default_drain_timeout(),
+        }
+    }
+}
+
+fn default_gateway_name() -> String {
+    "gateway".to_string()
+}
+
+fn default_drain_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+/// Region / zone / cluster of a gateway or an endpoint.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Locality {
+    /// Region, e.g. `eu-west`.
+    #[serde(default)]
+    pub region: Option<String>,
+    /// Zone, e.g. `eu-west-1a`.
+    #[serde(default)]
+    pub zone: Option<String>,
+    /// Cluster, e.g. `cluster-a`.
+    #[serde(default)]
+    pub cluster: Option<String>,
+}
+
+/// The admin listener.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSettings {
+    /// Address to listen on; keep it on loopback unless it is firewalled.
+    #[serde(default = "default_admin_listen")]
+    pub listen: String,
+}
+
+impl Default for AdminSettings {
+    fn default() -> Self {
+        AdminSettings {
+            listen: default_admin_listen(),
+        }
+    }
+}
+
+fn default_admin_listen() -> String {
+    "127.0.0.1:9901".to_string()
+}
+
+/// A listening socket and how it speaks.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Listener {
+    /// Unique name, used in metrics and logs.
+    pub name: String,
+    /// `ip:port` to bind.
+    pub listen: String,
+    /// Terminate TLS on this listener.
+    #[serde(default)]
+    pub tls: Option<ListenerTls>,
+    /// Accept HTTP/2 with prior knowledge (h2c) next to HTTP/1.1 on a
+    /// plaintext listener. Default `true`.
+    #[serde(default = "default_true")]
+    pub h2c: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// TLS termination settings of a listener.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerTls {
+    /// PEM certificate chain, leaf first.
+    pub cert: String,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: String,
+    /// ALPN protocols offered, in order: `h2`, `http/1.1`.
+    #[serde(default = "default_alpn")]
+    pub alpn: Vec<Alpn>,
+}
+
+fn default_alpn() -> Vec<Alpn> {
+    vec![Alpn::H2, Alpn::Http11]
+}
+
+/// An ALPN protocol id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+pub enum Alpn {
+    /// HTTP/2.
+    #[serde(rename = "h2")]
+    H2,
+    /// HTTP/1.1.
+    #[serde(rename = "http/1.1")]
+    Http11,
+}
+
+/// A named group of upstream endpoints and how to reach them.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Cluster {
+    /// Unique name, referenced by routes.
+    pub name: String,
+    /// The endpoints (at least one).
+    pub endpoints: Vec<Endpoint>,
+    /// Load-balancing policy.
+    #[serde(default)]
+    pub lb: LbPolicy,
+    /// Hash key for `lb: consistent_hash`; default: the client IP.
+    #[serde(default)]
+    pub hash_on: Option<HashOn>,
+    /// TCP connect timeout (TLS handshake included).
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout: Duration,
+    /// Longest wait for any single read from the upstream (response headers
+    /// included) when the route sets no tighter timeout.
+    #[serde(default = "default_read_timeout")]
+    pub read_timeout: Duration,
+    /// How long an idle pooled connection is kept.
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout: Duration,
+    /// Upstream protocol: `http1` (default), `http2` (h2 over TLS, or h2c
+    /// prior knowledge over plaintext), or `auto` (ALPN, TLS only).
+    #[serde(default)]
+    pub protocol: UpstreamProtocol,
+    /// Originate TLS to the endpoints.
+    #[serde(default)]
+    pub tls: Option<ClusterTls>,
+    /// Retries at most this share of the cluster's active requests.
+    #[serde(default)]
+    pub retry_budget: RetryBudget,
+}
+
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(2)
+}
+fn default_read_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_idle_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+
+/// One upstream endpoint.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Endpoint {
+    /// `ip:port` or `hostname:port` (resolved when the config is loaded).
+    pub address: String,
+    /// Relative weight (default 1; 0 takes the endpoint out of rotation).
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+    /// Region of the endpoint.
+    #[serde(default)]
+    pub region: Option<String>,
+    /// Zone of the endpoint.
+    #[serde(default)]
+    pub zone: Option<String>,
+    /// Cluster (Kubernetes cluster, not gateway cluster) of the endpoint.
+    #[serde(default)]
+    pub cluster: Option<String>,
+}
+
+fn default_weight() -> u32 {
+    1
+}
+
+/// Load-balancing policies.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum LbPolicy {
+    /// Weighted round robin (smooth, nginx-style interleaving).
+    #[default]
+    RoundRobin,
+    /// Power of two random choices, picking the one with fewer active requests.
+    LeastRequest,
+    /// Weighted random.
+    Random,
+    /// Weighted rendezvous hashing on `hash_on`: a key sticks to one endpoint
+    /// and only keys of a removed endpoint move.
+    ConsistentHash,
+}
+
+/// The key consistent hashing uses.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub enum HashOn {
+    /// The value of this request header (requests without it hash on the client IP).
+    Header(String),
+    /// The client IP address.
+    ClientIp,
+}
+
+/// Upstream HTTP protocol.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1.
+    #[default]
+    Http1,
+    /// HTTP/2 only (h2 over TLS, h2c prior knowledge over plaintext).
+    Http2,
+    /// Prefer h2, fall back to HTTP/1.1 (negotiated by ALPN; TLS only).
+    Auto,
+}
+
+/// Upstream TLS origination.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterTls {
+    /// Server name sent in SNI and verified against the certificate. Required:
+    /// an empty SNI would disable verification.
+    pub sni: String,
+    /// PEM CA bundle to verify the upstream with (default: system roots).
+    #[serde(default)]
+    pub ca: Option<String>,
+    /// PEM client certificate chain for upstream mTLS.
+    #[serde(default)]
+    pub cert: Option<String>,
+    /// PEM private key of `cert`.
+    #[serde(default)]
+    pub key: Option<String>,
+}
+
+/// Cluster-wide cap on concurrent retries (Envoy's retry budget).
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RetryBudget {
+    /// Retries in flight may be at most this percentage of active requests.
+    #[serde(default = "default_budget_percent")]
+    pub budget_percent: f64,
+    /// Retries always allowed regardless of the percentage.
+    #[serde(default = "default_min_retry_concurrency")]
+    pub min_retry_concurrency: u32,
+}
+
+impl Default for RetryBudget {
+    fn default() -> Self {
+        RetryBudget {
+            budget_percent: default_budget_percent(),
+            min_retry_concurrency: default_min_retry_concurrency(),
+        }
+    }
+}
+
+fn default_budget_percent() -> f64 {
+    20.0
+}
+fn default_min_retry_concurrency() -> u32 {
+    3
+}
+
+/// A route: what requests it matches and what happens to them.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    /// Unique name, used in metrics and logs.
+    pub name: String,
+    /// Conditions, all of which must hold. Empty matches everything.
+    #[serde(default, rename = "match")]
+    pub matches: RouteMatch,
+    /// Shorthand for `backends: [{cluster: NAME}]`.
+    #[serde(default)]
+    pub cluster: Option<String>,
+    /// Weighted clusters (canary splits).
+    #[serde(default)]
+    pub backends: Vec<Backend>,
+    /// Answer directly instead of proxying.
+    #[serde(default)]
+    pub direct_response: Option<DirectResponse>,
+    /// Rewrite the request before it goes upstream.
+    #[serde(default)]
+    pub rewrite: Option<Rewrite>,
+    /// Edit request headers sent upstream.
+    #[serde(default)]
+    pub request_headers: filters::headers::HeaderEdits,
+    /// Edit response headers sent to the client.
+    #[serde(default)]
+    pub response_headers: filters::headers::HeaderEdits,
+    /// Deadline for the whole upstream exchange until response headers
+    /// (all tries included); exceeded -> 504.
+    #[serde(default)]
+    pub timeout: Option<Duration>,
+    /// Retry policy.
+    #[serde(default)]
+    pub retries: Option<RetryPolicy>,
+}
+
+/// Match conditions of a route.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RouteMatch {
+    /// Host: exact (`api.example.com`) or suffix wildcard (`*.example.com`),
+    /// case-insensitive, port ignored.
+    #[serde(default)]
+    pub host: Option<String>,
+    /// Exact path.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// Path prefix, on segment boundaries or not (`/api` matches `/api2`,
+    /// like Envoy's `prefix`).
+    #[serde(default)]
+    pub path_prefix: Option<String>,
+    /// Regular expression the whole path must match.
+    #[serde(default)]
+    pub path_regex: Option<String>,
+    /// Allowed methods.
+    #[serde(default)]
+    pub methods: Vec<String>,
+    /// Header conditions by name: a string is an exact match, or
+    /// `{present: true|false}`, `{exact: ..}`, `{regex: ..}`.
+    #[serde(default)]
+    pub headers: BTreeMap<String, ValueMatch>,
+    /// Query parameter conditions by name, same forms as `headers`.
+    #[serde(default)]
+    pub query: BTreeMap<String, ValueMatch>,
+}
+
+/// How a header or query value must look.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum ValueMatch {
+    /// Exact value.
+    Exact(String),
+    /// Explicit form.
+    Spec(ValueMatchSpec),
+}
+
+/// Explicit value condition; exactly one field must be set.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ValueMatchSpec {
+    /// The value must equal this.
+    #[serde(default)]
+    pub exact: Option<String>,
+    /// The whole value must match this regular expression.
+    #[serde(default)]
+    pub regex: Option<String>,
+    /// `true`: must be present (any value); `false`: must be absent.
+    #[serde(default)]
+    pub present: Option<bool>,
+}
+
+/// A weighted reference to a cluster.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Backend {
+    /// Cluster name.
+    pub cluster: String,
+    /// Relative weight (default 1).
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+}
+
+/// A canned response.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DirectResponse {
+    /// HTTP status code.
+    pub status: u16,
+    /// Response body.
+    #[serde(default)]
+    pub body: String,
+    /// Response headers.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+}
+
+/// Request rewrites applied before proxying.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Rewrite {
+    /// Replace the matched `path_prefix` with this.
+    #[serde(default)]
+    pub path_prefix: Option<String>,
+    /// Replace the `Host` header with this.
+    #[serde(default)]
+    pub host: Option<String>,
+}
+
+/// Retry policy of a route.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RetryPolicy {
+    /// Total tries including the first (e.g. 3 = one try plus two retries).
+    pub attempts: u32,
+    /// Deadline of each try until response headers.
+    #[serde(default)]
+    pub per_try_timeout: Option<Duration>,
+    /// Conditions that trigger a retry.
+    #[serde(default = "default_retry_on")]
+    pub on: Vec<RetryOn>,
+}
+
+fn default_retry_on() -> Vec<RetryOn> {
+    vec![
+        RetryOn::Named(RetryCondition::ConnectFailure),
+        RetryOn::Status(503),
+    ]
+}
+
+/// A retry condition: a name or a response status code.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum RetryOn {
+    /// A response status that triggers a retry (e.g. `503`).
+    Status(u16),
+    /// A named condition.
+    Named(RetryCondition),
+}
+
+/// Named retry conditions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum RetryCondition {
+    /// The connection to the endpoint could not be established (safe for
+    /// every method: nothing was sent).
+    ConnectFailure,
+    /// The connection broke or the per-try timeout passed before a response
+    /// arrived (idempotent methods only).
+    Reset,
+    /// 502, 503 and 504 responses.
+    GatewayError,
+}
+
+/// Telemetry settings.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Telemetry {
+    /// Access log.
+    #[serde(default)]
+    pub access_log: AccessLog,
+}
+
+/// Access-log settings.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AccessLog {
+    /// Write one JSON line per request to standard output.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+}
+
+impl Default for AccessLog {
+    fn default() -> Self {
+        AccessLog { enabled: true }
+    }
+}

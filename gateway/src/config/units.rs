@@ -1,0 +1,208 @@
+//! Human-friendly scalar units used in config files: durations (`250ms`, `10s`,
+//! `1m`) and rates (`100/s`).
+
+use std::borrow::Cow;
+use std::fmt;
+use std::str::FromStr;
+
+use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// A duration written as an integer and a unit: `ms`, `s`, `m` or `h`
+/// (e.g. `250ms`, `10s`, `5m`). A bare `0` is accepted as zero.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Duration(pub std::time::Duration);
+
+impl Duration {
+    /// Builds a duration from milliseconds.
+    pub const fn from_millis(ms: u64) -> Self {
+        Duration(std::time::Duration::from_millis(ms))
+    }
+    /// Builds a duration from seconds.
+    pub const fn from_secs(s: u64) -> Self {
+        Duration(std::time::Duration::from_secs(s))
+    }
+    /// The standard-library duration.
+    pub fn get(self) -> std::time::Duration {
+        self.0
+    }
+}
+
+impl FromStr for Duration {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        if s == "0" {
+            return Ok(Duration(std::time::Duration::ZERO));
+        }
+        let split = s
+            .find(|c: char| !c.is_ascii_digit())
+            .ok_or_else(|| format!("duration `{s}` has no unit (use ms, s, m or h)"))?;
+        let (num, unit) = s.split_at(split);
+        let n: u64 = num
+            .parse()
+            .map_err(|_| format!("duration `{s}` must start with a whole number"))?;
+        let ms = match unit {
+            "ms" => Some(n),
+            "s" => n.checked_mul(1_000),
+            "m" => n.checked_mul(60_000),
+            "h" => n.checked_mul(3_600_000),
+            _ => {
+                return Err(format!(
+                    "duration `{s}` has unknown unit `{unit}` (use ms, s, m or h)"
+                ))
+            }
+        }
+        .ok_or_else(|| format!("duration `{s}` is too large"))?;
+        Ok(Duration::from_millis(ms))
+    }
+}
+
+impl fmt::Display for Duration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ms = self.0.as_millis();
+        if ms % 1000 == 0 {
+            write!(f, "{}s", ms / 1000)
+        } else {
+            write!(f, "{ms}ms")
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Duration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl Serialize for Duration {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl JsonSchema for Duration {
+    fn schema_name() -> Cow<'static, str> {
+        "Duration".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": "string",
+            "pattern": "^(0|[0-9]+(ms|s|m|h))$",
+            "description": "A duration such as `250ms`, `10s`, `5m` or `1h`."
+        })
+    }
+}
+
+/// A rate written as `N/s`, `N/m` or `N/h`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Rate {
+    /// How many events are allowed per `per`.
+    pub count: u64,
+    /// The period the count applies to.
+    pub per: std::time::Duration,
+}
+
+impl FromStr for Rate {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (n, unit) = s
+            .trim()
+            .split_once('/')
+            .ok_or_else(|| format!("rate `{s}` must look like `100/s`"))?;
+        let count: u64 = n
+            .trim()
+            .parse()
+            .map_err(|_| format!("rate `{s}` must start with a whole number"))?;
+        if count == 0 {
+            return Err(format!("rate `{s}` must be greater than zero"));
+        }
+        let per = match unit.trim() {
+            "s" => std::time::Duration::from_secs(1),
+            "m" => std::time::Duration::from_secs(60),
+            "h" => std::time::Duration::from_secs(3600),
+            u => return Err(format!("rate `{s}` has unknown unit `{u}` (use s, m or h)")),
+        };
+        Ok(Rate { count, per })
+    }
+}
+
+impl fmt::Display for Rate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let unit = match self.per.as_secs() {
+            1 => "s",
+            60 => "m",
+            _ => "h",
+        };
+        write!(f, "{}/{unit}", self.count)
+    }
+}
+
+impl<'de> Deserialize<'de> for Rate {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl Serialize for Rate {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl JsonSchema for Rate {
+    fn schema_name() -> Cow<'static, str> {
+        "Rate".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": "string",
+            "pattern": "^[0-9]+/(s|m|h)$",
+            "description": "A rate such as `100/s`, `1000/m` or `5000/h`."
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(
+            "250ms".parse::<Duration>().unwrap(),
+            Duration::from_millis(250)
+        );
+        assert_eq!("10s".parse::<Duration>().unwrap(), Duration::from_secs(10));
+        assert_eq!("2m".parse::<Duration>().unwrap(), Duration::from_secs(120));
+        assert_eq!("1h".parse::<Duration>().unwrap(), Duration::from_secs(3600));
+        assert_eq!("0".parse::<Duration>().unwrap(), Duration::default());
+    }
+
+    #[test]
+    fn durations_reject_garbage() {
+        for bad in [
+            "10",
+            "s",
+            "1.5s",
+            "10 parsecs",
+            "-1s",
+            "99999999999999999999h",
+        ] {
+            assert!(bad.parse::<Duration>().is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn rates_parse_and_print() {
+        let r: Rate = "100/s".parse().unwrap();
+        assert_eq!((r.count, r.per.as_secs()), (100, 1));
+        assert_eq!(r.to_string(), "100/s");
+        assert_eq!("5/m".parse::<Rate>().unwrap().per.as_secs(), 60);
+        for bad in ["100", "0/s", "x/s", "10/d"] {
+            assert!(bad.parse::<Rate>().is_err(), "{bad} accepted");
+        }
+    }
+}

@@ -1,0 +1,93 @@
+//! `gateway`: run, validate, or print the config schema.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "gateway", version, about = "Ingress/egress gateway on Pingora")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// Config file to run (shorthand for `gateway run -c FILE`).
+    #[arg(short = 'c', long = "config", value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Run {
+        /// The main config file.
+        #[arg(short = 'c', long = "config", value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Check a config file and print every problem as file:line:column.
+    Validate {
+        /// The main config file.
+        #[arg(short = 'c', long = "config", value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Print the JSON Schema of the config file.
+    Schema,
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    pingora::tls::install_default_crypto_provider();
+    let (path, run) = match (cli.command, cli.config) {
+        (Some(Command::Schema), _) => {
+            print!("{}", gateway::config::json_schema());
+            return ExitCode::SUCCESS;
+        }
+        (Some(Command::Validate { config }), _) => (config, false),
+        (Some(Command::Run { config }), _) | (None, Some(config)) => (config, true),
+        (None, None) => {
+            eprintln!("usage: gateway run -c FILE | gateway validate -c FILE | gateway schema (see --help)");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match gateway::load_runtime(&path) {
+        Ok(rt) => rt,
+        Err(diags) => {
+            eprintln!("{diags}");
+            eprintln!(
+                "{}: {} problem(s); not started",
+                path.display(),
+                diags.0.len()
+            );
+            return ExitCode::from(1);
+        }
+    };
+    if !run {
+        println!(
+            "{}: ok ({} listeners, {} clusters, {} routes)",
+            path.display(),
+            runtime.listeners.len(),
+            runtime.clusters.len(),
+            runtime.router.routes.len()
+        );
+        return ExitCode::SUCCESS;
+    }
+    init_logging();
+    gateway::access_log::init();
+    let gateway = Arc::new(gateway::Gateway::new(path, runtime));
+    match gateway::server::run(gateway) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("gateway: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}

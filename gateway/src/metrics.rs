@@ -1,0 +1,140 @@
+//! Prometheus metrics (prefix `gateway_`, base units, bounded labels: route,
+//! cluster and listener names come from the config, never from requests).
+
+use std::sync::LazyLock;
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+/// All gateway metrics, in their own registry.
+pub struct Metrics {
+    registry: Registry,
+    /// `gateway_requests_total{listener,route,cluster,code_class}`
+    pub requests: IntCounterVec,
+    /// `gateway_request_duration_seconds{route}`
+    pub request_duration: HistogramVec,
+    /// `gateway_upstream_duration_seconds{cluster}`: time to upstream response headers.
+    pub upstream_duration: HistogramVec,
+    /// `gateway_upstream_errors_total{cluster,kind}`
+    pub upstream_errors: IntCounterVec,
+    /// `gateway_retries_total{route}`
+    pub retries: IntCounterVec,
+    /// `gateway_active_requests`
+    pub active_requests: IntGauge,
+    /// `gateway_access_log_dropped_total`: lines dropped because the writer lagged.
+    pub access_log_dropped: IntCounter,
+}
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+impl Metrics {
+    fn new() -> Self {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "gateway_requests_total",
+                "Requests answered, by listener, route, cluster and status class.",
+            ),
+            &["listener", "route", "cluster", "code_class"],
+        )
+        .expect("static metric definition");
+        let request_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "gateway_request_duration_seconds",
+                "Time from request start to the end of the response.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["route"],
+        )
+        .expect("static metric definition");
+        let upstream_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "gateway_upstream_duration_seconds",
+                "Time from sending upstream to the response headers, per try.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["cluster"],
+        )
+        .expect("static metric definition");
+        let upstream_errors = IntCounterVec::new(
+            Opts::new(
+                "gateway_upstream_errors_total",
+                "Failed upstream tries, by kind (connect, timeout, reset, tls, status).",
+            ),
+            &["cluster", "kind"],
+        )
+        .expect("static metric definition");
+        let retries = IntCounterVec::new(
+            Opts::new("gateway_retries_total", "Retries, by route."),
+            &["route"],
+        )
+        .expect("static metric definition");
+        let active_requests = IntGauge::new("gateway_active_requests", "Requests in flight.")
+            .expect("static metric definition");
+        let access_log_dropped = IntCounter::new(
+            "gateway_access_log_dropped_total",
+            "Access-log lines dropped because the writer could not keep up.",
+        )
+        .expect("static metric definition");
+        let build_info = IntGaugeVec::new(
+            Opts::new(
+                "gateway_build_info",
+                "Build information; the value is always 1.",
+            ),
+            &["version"],
+        )
+        .expect("static metric definition");
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        for c in [
+            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(request_duration.clone()),
+            Box::new(upstream_duration.clone()),
+            Box::new(upstream_errors.clone()),
+            Box::new(retries.clone()),
+            Box::new(active_requests.clone()),
+            Box::new(access_log_dropped.clone()),
+            Box::new(build_info),
+        ] {
+            registry.register(c).expect("metric names are unique");
+        }
+        Metrics {
+            registry,
+            requests,
+            request_duration,
+            upstream_duration,
+            upstream_errors,
+            retries,
+            active_requests,
+            access_log_dropped,
+        }
+    }
+
+    /// The text exposition of every metric.
+    pub fn render(&self) -> Vec<u8> {
+        let mut buf = Vec::new();
+        // Encoding into a Vec cannot fail for well-formed metrics.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        buf
+    }
+}
+
+/// The process-wide metrics.
+pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+
+/// `2xx`-style class of a status code (`0` = no response was sent).
+pub fn code_class(status: u16) -> &'static str {
+    match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        500..=599 => "5xx",
+        _ => "none",
+    }
+}

@@ -1,0 +1,143 @@
+//! Per-request state kept between Pingora's phase hooks.
+
+use std::net::IpAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::metrics::METRICS;
+use crate::runtime::cluster::Cluster;
+use crate::runtime::route::Route;
+use crate::runtime::Runtime;
+
+/// State of one request. Gauges and counters it raised are lowered in
+/// `Drop`, so no exit path can leak them.
+pub struct RequestCtx {
+    /// When the request started.
+    pub start: Instant,
+    /// The runtime snapshot this request uses from start to end.
+    pub runtime: Arc<Runtime>,
+    /// Index of the matched route.
+    pub route: Option<usize>,
+    /// The cluster picked for this request.
+    pub cluster: Option<Arc<Cluster>>,
+    /// Endpoint currently in use (index into the cluster).
+    pub endpoint: Option<usize>,
+    /// Endpoints already tried.
+    pub tried: Vec<usize>,
+    /// Upstream tries so far.
+    pub tries: u32,
+    /// Whole-exchange deadline of the route.
+    pub deadline: Option<Instant>,
+    /// Request id (kept or generated).
+    pub request_id: String,
+    /// Client address.
+    pub client_ip: Option<IpAddr>,
+    /// The client's `Host` (for `X-Forwarded-Host`).
+    pub original_host: Option<http::HeaderValue>,
+    /// Start of the current upstream try.
+    pub try_start: Option<Instant>,
+    /// `upstream_response_filter` turned a response into a retry.
+    pub status_retry: bool,
+    /// This request holds a slot of the cluster's retry budget.
+    pub retrying: bool,
+    /// Counted in `gateway_active_requests`.
+    pub counted: bool,
+}
+
+impl RequestCtx {
+    /// A fresh context on the given snapshot.
+    pub fn new(runtime: Arc<Runtime>) -> Self {
+        RequestCtx {
+            start: Instant::now(),
+            runtime,
+            route: None,
+            cluster: None,
+            endpoint: None,
+            tried: Vec::new(),
+            tries: 0,
+            deadline: None,
+            request_id: String::new(),
+            client_ip: None,
+            original_host: None,
+            try_start: None,
+            status_retry: false,
+            retrying: false,
+            counted: false,
+        }
+    }
+
+    /// The matched route.
+    pub fn route(&self) -> Option<&Route> {
+        self.route.and_then(|i| self.runtime.router.routes.get(i))
+    }
+
+    /// Name of the matched route, or `none`.
+    pub fn route_name(&self) -> &str {
+        self.route().map_or("none", |r| &r.name)
+    }
+
+    /// Name of the picked cluster, or `none`.
+    pub fn cluster_name(&self) -> &str {
+        self.cluster.as_ref().map_or("none", |c| &c.name)
+    }
+
+    /// Address label of the endpoint in use, or `""`.
+    pub fn endpoint_label(&self) -> &str {
+        match (&self.cluster, self.endpoint) {
+            (Some(c), Some(i)) => c.endpoints.get(i).map_or("", |e| e.label.as_str()),
+            _ => "",
+        }
+    }
+
+    /// Binds the request to a cluster (counted in its active requests).
+    pub fn set_cluster(&mut self, c: Arc<Cluster>) {
+        c.active_requests.fetch_add(1, Ordering::Relaxed);
+        self.cluster = Some(c);
+    }
+
+    /// Switches to endpoint `idx`, moving the active-request count.
+    pub fn use_endpoint(&mut self, idx: usize) {
+        let Some(c) = &self.cluster else { return };
+        if let Some(prev) = self.endpoint.replace(idx) {
+            if let Some(e) = c.endpoints.get(prev) {
+                e.active.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+        if let Some(e) = c.endpoints.get(idx) {
+            e.active.fetch_add(1, Ordering::Relaxed);
+        }
+        self.tried.push(idx);
+    }
+
+    /// Takes a slot of the retry budget unless this request already holds one.
+    pub fn take_retry_slot(&mut self) -> bool {
+        let Some(c) = &self.cluster else { return false };
+        if self.retrying {
+            return true;
+        }
+        if !c.retry_allowed() {
+            return false;
+        }
+        c.active_retries.fetch_add(1, Ordering::Relaxed);
+        self.retrying = true;
+        true
+    }
+}
+
+impl Drop for RequestCtx {
+    fn drop(&mut self) {
+        if self.counted {
+            METRICS.active_requests.dec();
+        }
+        if let Some(c) = &self.cluster {
+            c.active_requests.fetch_sub(1, Ordering::Relaxed);
+            if self.retrying {
+                c.active_retries.fetch_sub(1, Ordering::Relaxed);
+            }
+            if let Some(e) = self.endpoint.and_then(|i| c.endpoints.get(i)) {
+                e.active.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+    }
+}

@@ -1,0 +1,116 @@
+//! Responses the gateway writes itself: direct responses, 404, and the error
+//! pages clients see when proxying fails (502 / 503 / 504, one-line bodies
+//! naming the cause).
+
+use bytes::Bytes;
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use pingora::http::ResponseHeader;
+use pingora::proxy::Session;
+use pingora::{Error, ErrorSource, ErrorType};
+
+use super::forwarding::{Headers, REQUEST_ID};
+use crate::runtime::route::Route;
+
+/// Writes a complete response with `body`, the request id, and the route's
+/// response header edits when a route matched.
+pub async fn write(
+    session: &mut Session,
+    status: u16,
+    body: Bytes,
+    extra: &[(http::HeaderName, http::HeaderValue)],
+    route: Option<&Route>,
+    request_id: &str,
+) -> pingora::Result<()> {
+    let mut resp = ResponseHeader::build(status, Some(4 + extra.len()))?;
+    if !extra.iter().any(|(n, _)| n == CONTENT_TYPE) {
+        resp.insert_header(CONTENT_TYPE, "text/plain; charset=utf-8")?;
+    }
+    for (n, v) in extra {
+        resp.append_header(n.clone(), v.clone())?;
+    }
+    resp.insert_header(CONTENT_LENGTH, body.len().to_string())?;
+    if !request_id.is_empty() {
+        resp.insert_header(REQUEST_ID, request_id)?;
+    }
+    if let Some(r) = route {
+        r.response_headers.apply(&mut Headers(&mut resp));
+    }
+    let empty = body.is_empty();
+    session.write_response_header(Box::new(resp), empty).await?;
+    if !empty {
+        session.write_response_body(Some(body), true).await?;
+    }
+    Ok(())
+}
+
+/// Status and body for a failed request, and the `kind` label of
+/// `gateway_upstream_errors_total` for upstream failures.
+pub fn classify(e: &Error) -> (u16, &'static str) {
+    use ErrorType::*;
+    match (e.esource(), e.etype()) {
+        (_, HTTPStatus(503)) => (503, "no healthy upstream\n"),
+        (_, HTTPStatus(504)) => (504, "upstream request timeout\n"),
+        (_, HTTPStatus(c)) => (*c, "request failed\n"),
+        (ErrorSource::Upstream, ReadTimedout | WriteTimedout) => {
+            (504, "upstream request timeout\n")
+        }
+        (ErrorSource::Upstream, ConnectTimedout) => {
+            (504, "upstream request timeout: connect timed out\n")
+        }
+        (ErrorSource::Upstream, ConnectRefused) => {
+            (502, "upstream connect error: connection refused\n")
+        }
+        (
+            ErrorSource::Upstream,
+            TLSHandshakeFailure | TLSHandshakeTimedout | InvalidCert | HandshakeError
+            | TLSWantX509Lookup,
+        ) => (502, "upstream connect error: TLS handshake failed\n"),
+        (
+            ErrorSource::Upstream,
+            ConnectNoRoute | ConnectError | SocketError | BindError | ConnectProxyFailure,
+        ) => (502, "upstream connect error\n"),
+        (ErrorSource::Upstream, _) => (502, "upstream reset before response\n"),
+        (ErrorSource::Downstream, ReadError | WriteError | ConnectionClosed) => (0, ""),
+        (ErrorSource::Downstream, ReadTimedout) => (408, "request timeout\n"),
+        (ErrorSource::Downstream, _) => (400, "bad request\n"),
+        _ => (500, "internal error\n"),
+    }
+}
+
+/// The `kind` label for an upstream failure.
+pub fn upstream_error_kind(e: &Error) -> &'static str {
+    use ErrorType::*;
+    match e.etype() {
+        ConnectTimedout | ReadTimedout | WriteTimedout => "timeout",
+        TLSHandshakeFailure | TLSHandshakeTimedout | InvalidCert | HandshakeError
+        | TLSWantX509Lookup => "tls",
+        ConnectRefused | ConnectNoRoute | ConnectError | SocketError | BindError
+        | ConnectProxyFailure => "connect",
+        HTTPStatus(_) => "status",
+        _ => "reset",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstream_failures_map_to_gateway_statuses() {
+        let up = |t| {
+            let mut e = Error::new(t);
+            e.as_up();
+            e
+        };
+        assert_eq!(classify(&up(ErrorType::ConnectRefused)).0, 502);
+        assert_eq!(classify(&up(ErrorType::ReadTimedout)).0, 504);
+        assert_eq!(classify(&up(ErrorType::InvalidCert)).0, 502);
+        assert_eq!(
+            classify(&Error::new(ErrorType::HTTPStatus(503))).1,
+            "no healthy upstream\n"
+        );
+        let mut down = Error::new(ErrorType::ConnectionClosed);
+        down.as_down();
+        assert_eq!(classify(&down).0, 0, "nobody to answer");
+    }
+}

@@ -1,0 +1,712 @@
+//! The compiled runtime: everything the request path reads, built from a
+//! [`Config`] off the request path and swapped in whole (arc-swap). Compiling
+//! is also validation: every problem is collected with its position, so
+//! `gateway validate` checks exactly what `gateway run` would use.
+
+pub mod cluster;
+pub mod route;
+pub mod tls;
+
+use std::collections::{HashMap, HashSet};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use filters::headers::CompiledHeaderEdits;
+use regex::Regex;
+
+use crate::config::{
+    self, Alpn, Config, Diagnostic, Diagnostics, HashOn, LbPolicy, LoadedConfig, Section, Sources,
+    ValueMatch,
+};
+use cluster::{Cluster, Endpoint, PeerSettings};
+use route::{
+    Action, Backends, DirectResponse, HostMatch, Matcher, PathMatch, RetryRt, Route, Router,
+    ValueMatcher,
+};
+
+/// A listener as the server needs it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListenerSpec {
+    /// Name (metrics label).
+    pub name: Arc<str>,
+    /// Bound address.
+    pub addr: SocketAddr,
+    /// TLS certificate, key and ALPN.
+    pub tls: Option<ListenerTlsSpec>,
+    /// h2c prior knowledge on plaintext.
+    pub h2c: bool,
+}
+
+/// TLS files of a listener, resolved to paths.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListenerTlsSpec {
+    /// PEM chain.
+    pub cert: PathBuf,
+    /// PEM key.
+    pub key: PathBuf,
+    /// Offer h2 in ALPN.
+    pub h2: bool,
+}
+
+/// Everything the request path needs, immutable once built.
+pub struct Runtime {
+    /// Route table.
+    pub router: Router,
+    /// Clusters by name.
+    pub clusters: HashMap<String, Arc<Cluster>>,
+    /// Listeners to bind.
+    pub listeners: Vec<ListenerSpec>,
+    /// Admin address.
+    pub admin_addr: SocketAddr,
+    /// The effective config (for the admin `/config` endpoint).
+    pub config: Arc<Config>,
+}
+
+/// Compiles (and so validates) a loaded config.
+pub fn compile(loaded: &LoadedConfig) -> Result<Runtime, Diagnostics> {
+    let mut c = Compiler {
+        src: &loaded.sources,
+        errors: Vec::new(),
+    };
+    let cfg = &loaded.config;
+    let admin_addr = c.socket_addr(cfg.admin.listen.as_str(), |s, m| s.top("admin.listen", m));
+    let listeners = c.listeners(cfg, admin_addr);
+    let clusters = c.clusters(cfg);
+    let routes = c.routes(cfg, &clusters);
+    if !c.errors.is_empty() {
+        return Err(Diagnostics(c.errors));
+    }
+    Ok(Runtime {
+        router: Router { routes },
+        clusters,
+        listeners,
+        admin_addr: admin_addr.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9901))),
+        config: Arc::new(cfg.clone()),
+    })
+}
+
+struct Compiler<'a> {
+    src: &'a Sources,
+    errors: Vec<Diagnostic>,
+}
+
+fn anchored(re: &str) -> Result<Regex, String> {
+    Regex::new(&format!("^(?:{re})$")).map_err(|e| format!("invalid regular expression: {e}"))
+}
+
+impl Compiler<'_> {
+    fn err(&mut self, section: Section, idx: usize, sub: &str, msg: impl Into<String>) {
+        let d = self.src.at(section, idx, sub, msg);
+        self.errors.push(d);
+    }
+
+    fn socket_addr(
+        &mut self,
+        s: &str,
+        at: impl FnOnce(&Sources, String) -> Diagnostic,
+    ) -> Option<SocketAddr> {
+        match s.parse::<SocketAddr>() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                let d = at(
+                    self.src,
+                    format!("`{s}` is not a valid `ip:port` listen address"),
+                );
+                self.errors.push(d);
+                None
+            }
+        }
+    }
+
+    fn unique_names<'n>(
+        &mut self,
+        section: Section,
+        names: impl Iterator<Item = &'n str>,
+        what: &str,
+    ) {
+        let mut seen: HashMap<&str, usize> = HashMap::new();
+        for (i, n) in names.enumerate() {
+            if n.is_empty() {
+                self.err(section, i, "name", format!("{what} name must not be empty"));
+            } else if let Some(first) = seen.insert(n, i) {
+                let loc = self.src.at(section, first, "name", "");
+                self.err(
+                    section,
+                    i,
+                    "name",
+                    format!(
+                        "duplicate {what} name `{n}` (first defined at {}:{}:{})",
+                        loc.file.display(),
+                        loc.line,
+                        loc.column
+                    ),
+                );
+            }
+        }
+    }
+
+    fn listeners(&mut self, cfg: &Config, admin: Option<SocketAddr>) -> Vec<ListenerSpec> {
+        if cfg.listeners.is_empty() {
+            let d = self.src.top(
+                "listeners",
+                "no listeners: add at least one under `listeners:`",
+            );
+            self.errors.push(d);
+        }
+        self.unique_names(
+            Section::Listeners,
+            cfg.listeners.iter().map(|l| l.name.as_str()),
+            "listener",
+        );
+        let mut bound: HashMap<SocketAddr, String> = HashMap::new();
+        if let Some(a) = admin {
+            bound.insert(a, "the admin listener".into());
+        }
+        let mut out = Vec::new();
+        for (i, l) in cfg.listeners.iter().enumerate() {
+            let addr = self.socket_addr(&l.listen, |s, m| s.at(Section::Listeners, i, "listen", m));
+            if let Some(a) = addr {
+                if let Some(other) = bound.insert(a, format!("listener `{}`", l.name)) {
+                    self.err(
+                        Section::Listeners,
+                        i,
+                        "listen",
+                        format!("address {a} is already used by {other}"),
+                    );
+                }
+            }
+            let tls = l.tls.as_ref().and_then(|t| {
+                let cert = self.src.resolve(Section::Listeners, i, &t.cert);
+                let key = self.src.resolve(Section::Listeners, i, &t.key);
+                if t.alpn.is_empty() {
+                    self.err(
+                        Section::Listeners,
+                        i,
+                        "tls.alpn",
+                        "alpn must list at least one protocol",
+                    );
+                }
+                match tls::check_server_cert(&cert, &key) {
+                    Ok(()) => Some(ListenerTlsSpec {
+                        cert,
+                        key,
+                        h2: t.alpn.contains(&Alpn::H2),
+                    }),
+                    Err(m) => {
+                        self.err(Section::Listeners, i, "tls.cert", m);
+                        None
+                    }
+                }
+            });
+            if let Some(addr) = addr {
+                out.push(ListenerSpec {
+                    name: l.name.as_str().into(),
+                    addr,
+                    tls,
+                    h2c: l.h2c,
+                });
+            }
+        }
+        out
+    }
+
+    fn clusters(&mut self, cfg: &Config) -> HashMap<String, Arc<Cluster>> {
+        self.unique_names(
+            Section::Clusters,
+            cfg.clusters.iter().map(|c| c.name.as_str()),
+            "cluster",
+        );
+        let mut out = HashMap::new();
+        for (i, c) in cfg.clusters.iter().enumerate() {
+            if let Some(cluster) = self.cluster(i, c) {
+                out.entry(c.name.clone())
+                    .or_insert_with(|| Arc::new(cluster));
+            }
+        }
+        out
+    }
+
+    fn cluster(&mut self, i: usize, c: &config::Cluster) -> Option<Cluster> {
+        let before = self.errors.len();
+        if c.endpoints.is_empty() {
+            self.err(
+                Section::Clusters,
+                i,
+                "endpoints",
+                "a cluster needs at least one endpoint",
+            );
+        }
+        if c.hash_on.is_some() && c.lb != LbPolicy::ConsistentHash {
+            self.err(
+                Section::Clusters,
+                i,
+                "hash_on",
+                "`hash_on` is only used with `lb: consistent_hash`",
+            );
+        }
+        let b = &c.retry_budget;
+        if !(0.0..=100.0).contains(&b.budget_percent) {
+            self.err(
+                Section::Clusters,
+                i,
+                "retry_budget.budget_percent",
+                "budget_percent must be between 0 and 100",
+            );
+        }
+        if let Some(HashOn::Header(h)) = &c.hash_on {
+            if http::HeaderName::from_bytes(h.as_bytes()).is_err() {
+                self.err(
+                    Section::Clusters,
+                    i,
+                    "hash_on.header",
+                    format!("invalid header name `{h}`"),
+                );
+            }
+        }
+        let mut settings = PeerSettings {
+            tls_sni: None,
+            ca: None,
+            client_cert: None,
+            protocol: c.protocol,
+            connect_timeout: c.connect_timeout.get(),
+            read_timeout: c.read_timeout.get(),
+            idle_timeout: c.idle_timeout.get(),
+            group_key: cluster::hash_key(c.name.as_bytes()),
+        };
+        if c.protocol == config::UpstreamProtocol::Auto && c.tls.is_none() {
+            self.err(
+                Section::Clusters,
+                i,
+                "protocol",
+                "`protocol: auto` negotiates by ALPN and needs `tls`; use `http2` for h2c",
+            );
+        }
+        if let Some(t) = &c.tls {
+            if t.sni.trim().is_empty() {
+                self.err(
+                    Section::Clusters,
+                    i,
+                    "tls.sni",
+                    "tls.sni must not be empty (an empty SNI disables certificate verification)",
+                );
+            }
+            settings.tls_sni = Some(t.sni.clone());
+            if let Some(ca) = &t.ca {
+                match tls::load_ca_bundle(&self.src.resolve(Section::Clusters, i, ca)) {
+                    Ok(b) => settings.ca = Some(b),
+                    Err(m) => self.err(Section::Clusters, i, "tls.ca", m),
+                }
+            }
+            match (&t.cert, &t.key) {
+                (Some(cert), Some(key)) => {
+                    let (cert, key) = (
+                        self.src.resolve(Section::Clusters, i, cert),
+                        self.src.resolve(Section::Clusters, i, key),
+                    );
+                    match tls::load_cert_key(&cert, &key) {
+                        Ok(ck) => settings.client_cert = Some(ck),
+                        Err(m) => self.err(Section::Clusters, i, "tls.cert", m),
+                    }
+                }
+                (None, None) => {}
+                _ => self.err(
+                    Section::Clusters,
+                    i,
+                    "tls",
+                    "tls.cert and tls.key must be given together",
+                ),
+            }
+        }
+        let mut endpoints = Vec::new();
+        for (j, e) in c.endpoints.iter().enumerate() {
+            let at = format!("endpoints[{j}].address");
+            let addr = match e.address.parse::<SocketAddr>() {
+                Ok(a) => Some(a),
+                Err(_)
+                    if e.address
+                        .rsplit_once(':')
+                        .is_some_and(|(_, p)| p.parse::<u16>().is_ok()) =>
+                {
+                    // hostname:port, resolved now (off the request path).
+                    match e.address.to_socket_addrs().map(|mut it| it.next()) {
+                        Ok(Some(a)) => Some(a),
+                        Ok(None) => {
+                            self.err(
+                                Section::Clusters,
+                                i,
+                                &at,
+                                format!("`{}` resolved to no address", e.address),
+                            );
+                            None
+                        }
+                        Err(err) => {
+                            self.err(
+                                Section::Clusters,
+                                i,
+                                &at,
+                                format!("cannot resolve `{}`: {err}", e.address),
+                            );
+                            None
+                        }
+                    }
+                }
+                Err(_) => {
+                    self.err(
+                        Section::Clusters,
+                        i,
+                        &at,
+                        format!("`{}` is not `ip:port` or `hostname:port`", e.address),
+                    );
+                    None
+                }
+            };
+            if let Some(addr) = addr {
+                let locality = config::Locality {
+                    region: e.region.clone(),
+                    zone: e.zone.clone(),
+                    cluster: e.cluster.clone(),
+                };
+                endpoints.push(Arc::new(Endpoint::new(
+                    addr,
+                    e.address.clone(),
+                    e.weight,
+                    locality,
+                    settings.peer(addr),
+                )));
+            }
+        }
+        if self.errors.len() != before {
+            return None;
+        }
+        Some(Cluster::new(
+            &c.name,
+            c.lb,
+            c.hash_on.clone().unwrap_or(HashOn::ClientIp),
+            endpoints,
+            c.read_timeout.get(),
+            b,
+        ))
+    }
+
+    fn value_matcher(&mut self, i: usize, at: &str, m: &ValueMatch) -> Option<ValueMatcher> {
+        match m {
+            ValueMatch::Exact(s) => Some(ValueMatcher::Exact(s.clone())),
+            ValueMatch::Spec(spec) => {
+                let set = spec.exact.is_some() as u8
+                    + spec.regex.is_some() as u8
+                    + spec.present.is_some() as u8;
+                if set != 1 {
+                    self.err(
+                        Section::Routes,
+                        i,
+                        at,
+                        "set exactly one of `exact`, `regex` or `present`",
+                    );
+                    return None;
+                }
+                if let Some(e) = &spec.exact {
+                    return Some(ValueMatcher::Exact(e.clone()));
+                }
+                if let Some(p) = spec.present {
+                    return Some(ValueMatcher::Present(p));
+                }
+                match anchored(spec.regex.as_deref().unwrap_or_default()) {
+                    Ok(r) => Some(ValueMatcher::Regex(r)),
+                    Err(e) => {
+                        self.err(Section::Routes, i, &format!("{at}.regex"), e);
+                        None
+                    }
+                }
+            }
+        }
+    }
+
+    fn matcher(&mut self, i: usize, m: &config::RouteMatch) -> Matcher {
+        let mut out = Matcher::default();
+        if let Some(h) = &m.host {
+            let h = h.to_ascii_lowercase();
+            if let Some(suffix) = h.strip_prefix('*') {
+                if !suffix.starts_with('.') || suffix.len() < 2 || suffix.contains('*') {
+                    self.err(
+                        Section::Routes,
+                        i,
+                        "match.host",
+                        "a wildcard host must look like `*.example.com`",
+                    );
+                }
+                out.host = Some(HostMatch::Suffix(suffix.to_string()));
+            } else if h.contains('*') || h.is_empty() {
+                self.err(
+                    Section::Routes,
+                    i,
+                    "match.host",
+                    "host must be exact (`api.example.com`) or `*.suffix`",
+                );
+            } else {
+                out.host = Some(HostMatch::Exact(h));
+            }
+        }
+        let paths =
+            m.path.is_some() as u8 + m.path_prefix.is_some() as u8 + m.path_regex.is_some() as u8;
+        if paths > 1 {
+            self.err(
+                Section::Routes,
+                i,
+                "match",
+                "use only one of `path`, `path_prefix` and `path_regex`",
+            );
+        }
+        for (key, p) in [("path", &m.path), ("path_prefix", &m.path_prefix)] {
+            if let Some(p) = p {
+                if !p.starts_with('/') {
+                    self.err(
+                        Section::Routes,
+                        i,
+                        &format!("match.{key}"),
+                        format!("`{p}` must start with `/`"),
+                    );
+                }
+            }
+        }
+        if let Some(p) = &m.path {
+            out.path = Some(PathMatch::Exact(p.clone()));
+        } else if let Some(p) = &m.path_prefix {
+            out.path = Some(PathMatch::Prefix(p.clone()));
+        } else if let Some(r) = &m.path_regex {
+            match anchored(r) {
+                Ok(r) => out.path = Some(PathMatch::Regex(r)),
+                Err(e) => self.err(Section::Routes, i, "match.path_regex", e),
+            }
+        }
+        for (j, meth) in m.methods.iter().enumerate() {
+            match http::Method::from_bytes(meth.to_ascii_uppercase().as_bytes()) {
+                Ok(mm) => out.methods.push(mm),
+                Err(_) => self.err(
+                    Section::Routes,
+                    i,
+                    &format!("match.methods[{j}]"),
+                    format!("invalid method `{meth}`"),
+                ),
+            }
+        }
+        for (name, vm) in &m.headers {
+            let at = format!("match.headers.{name}");
+            let hn = match http::HeaderName::from_bytes(name.as_bytes()) {
+                Ok(h) => Some(h),
+                Err(_) => {
+                    self.err(
+                        Section::Routes,
+                        i,
+                        &at,
+                        format!("invalid header name `{name}`"),
+                    );
+                    None
+                }
+            };
+            if let (Some(hn), Some(vm)) = (hn, self.value_matcher(i, &at, vm)) {
+                out.headers.push((hn, vm));
+            }
+        }
+        for (name, vm) in &m.query {
+            if let Some(vm) = self.value_matcher(i, &format!("match.query.{name}"), vm) {
+                out.query.push((name.clone(), vm));
+            }
+        }
+        out
+    }
+
+    fn header_edits(
+        &mut self,
+        i: usize,
+        at: &str,
+        e: &filters::headers::HeaderEdits,
+    ) -> CompiledHeaderEdits {
+        match CompiledHeaderEdits::compile(e) {
+            Ok(c) => c,
+            Err(errs) => {
+                for e in errs {
+                    self.err(Section::Routes, i, at, e.to_string());
+                }
+                CompiledHeaderEdits::default()
+            }
+        }
+    }
+
+    fn routes(&mut self, cfg: &Config, clusters: &HashMap<String, Arc<Cluster>>) -> Vec<Route> {
+        self.unique_names(
+            Section::Routes,
+            cfg.routes.iter().map(|r| r.name.as_str()),
+            "route",
+        );
+        let declared: HashSet<&str> = cfg.clusters.iter().map(|c| c.name.as_str()).collect();
+        let mut out = Vec::new();
+        for (i, r) in cfg.routes.iter().enumerate() {
+            let matcher = self.matcher(i, &r.matches);
+            let targets = r.cluster.is_some() as u8
+                + (!r.backends.is_empty()) as u8
+                + r.direct_response.is_some() as u8;
+            if targets != 1 {
+                self.err(
+                    Section::Routes,
+                    i,
+                    "",
+                    "a route needs exactly one of `cluster`, `backends` or `direct_response`",
+                );
+            }
+            let mut refs: Vec<(String, String, u32)> = Vec::new();
+            if let Some(c) = &r.cluster {
+                refs.push(("cluster".into(), c.clone(), 1));
+            }
+            for (j, b) in r.backends.iter().enumerate() {
+                refs.push((
+                    format!("backends[{j}].cluster"),
+                    b.cluster.clone(),
+                    b.weight,
+                ));
+            }
+            let mut backends = Vec::new();
+            let mut total = 0u64;
+            for (at, name, weight) in &refs {
+                if !declared.contains(name.as_str()) {
+                    self.err(
+                        Section::Routes,
+                        i,
+                        at,
+                        format!("route `{}` refers to unknown cluster `{name}`", r.name),
+                    );
+                } else if let Some(c) = clusters.get(name) {
+                    total += *weight as u64;
+                    backends.push((c.clone(), total));
+                }
+            }
+            if !refs.is_empty() && refs.iter().all(|(_, _, w)| *w == 0) {
+                self.err(
+                    Section::Routes,
+                    i,
+                    "backends",
+                    "backend weights must not all be zero",
+                );
+            }
+            let action = match &r.direct_response {
+                Some(d) => {
+                    if !(100..=599).contains(&d.status) {
+                        self.err(
+                            Section::Routes,
+                            i,
+                            "direct_response.status",
+                            format!("{} is not an HTTP status", d.status),
+                        );
+                    }
+                    let mut headers = Vec::new();
+                    for (k, v) in &d.headers {
+                        match (
+                            http::HeaderName::from_bytes(k.as_bytes()),
+                            http::HeaderValue::from_str(v),
+                        ) {
+                            (Ok(k), Ok(v)) => headers.push((k, v)),
+                            _ => self.err(
+                                Section::Routes,
+                                i,
+                                &format!("direct_response.headers.{k}"),
+                                format!("invalid header `{k}`"),
+                            ),
+                        }
+                    }
+                    Action::Direct(DirectResponse {
+                        status: d.status,
+                        body: Bytes::from(d.body.clone()),
+                        headers,
+                    })
+                }
+                None => Action::Proxy(Backends {
+                    clusters: backends,
+                    total,
+                }),
+            };
+            let mut prefix_rewrite = None;
+            let mut host_rewrite = None;
+            if let Some(rw) = &r.rewrite {
+                if let Some(p) = &rw.path_prefix {
+                    match &r.matches.path_prefix {
+                        Some(matched) => prefix_rewrite = Some((matched.clone(), p.clone())),
+                        None => self.err(
+                            Section::Routes,
+                            i,
+                            "rewrite.path_prefix",
+                            "rewrite.path_prefix needs a `match.path_prefix` to replace",
+                        ),
+                    }
+                    if http::uri::PathAndQuery::try_from(p.as_str()).is_err() {
+                        self.err(
+                            Section::Routes,
+                            i,
+                            "rewrite.path_prefix",
+                            format!("`{p}` is not a valid path"),
+                        );
+                    }
+                }
+                if let Some(h) = &rw.host {
+                    match http::uri::Authority::try_from(h.as_str())
+                        .ok()
+                        .and_then(|_| http::HeaderValue::from_str(h).ok())
+                    {
+                        Some(v) => host_rewrite = Some(v),
+                        None => self.err(
+                            Section::Routes,
+                            i,
+                            "rewrite.host",
+                            format!("`{h}` is not a valid host"),
+                        ),
+                    }
+                }
+            }
+            let request_headers = self.header_edits(i, "request_headers", &r.request_headers);
+            let response_headers = self.header_edits(i, "response_headers", &r.response_headers);
+            if r.timeout.is_some_and(|t| t.get().is_zero()) {
+                self.err(
+                    Section::Routes,
+                    i,
+                    "timeout",
+                    "timeout must be greater than zero",
+                );
+            }
+            let retry = r.retries.as_ref().map(|p| {
+                if !(1..=10).contains(&p.attempts) {
+                    self.err(
+                        Section::Routes,
+                        i,
+                        "retries.attempts",
+                        "attempts must be between 1 and 10 (it counts the first try)",
+                    );
+                }
+                for (j, on) in p.on.iter().enumerate() {
+                    if let config::RetryOn::Status(s) = on {
+                        if !(100..=599).contains(s) {
+                            self.err(
+                                Section::Routes,
+                                i,
+                                &format!("retries.on[{j}]"),
+                                format!("{s} is not an HTTP status"),
+                            );
+                        }
+                    }
+                }
+                RetryRt::new(p.attempts, p.per_try_timeout.map(|t| t.get()), &p.on)
+            });
+            out.push(Route {
+                name: r.name.as_str().into(),
+                matcher,
+                action,
+                prefix_rewrite,
+                host_rewrite,
+                request_headers,
+                response_headers,
+                timeout: r.timeout.map(|t| t.get()),
+                retry,
+            });
+        }
+        out
+    }
+}
