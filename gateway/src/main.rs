@@ -62,11 +62,8 @@ fn main() -> ExitCode {
         Ok(rt) => rt,
         Err(diags) => {
             eprintln!("{diags}");
-            eprintln!(
-                "{}: {} problem(s); not started",
-                path.display(),
-                diags.0.len()
-            );
+            let outcome = if run { "; not started" } else { "" };
+            eprintln!("{}: {} problem(s){outcome}", path.display(), diags.0.len());
             return ExitCode::from(1);
         }
     };

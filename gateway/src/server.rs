@@ -18,13 +18,15 @@ use crate::Gateway;
 pub fn run(gateway: Arc<Gateway>) -> anyhow::Result<()> {
     let runtime = gateway.runtime.load_full();
     let settings = &runtime.config.gateway;
-    let mut conf = ServerConf::default();
-    conf.threads = settings
-        .threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    // Pingora's default grace period is 300 s; ours is configurable and short.
-    conf.grace_period_seconds = Some(settings.drain_timeout.get().as_secs());
-    conf.graceful_shutdown_timeout_seconds = Some(1);
+    let conf = ServerConf {
+        threads: settings
+            .threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+        // Pingora's default grace period is 300 s; ours is configurable and short.
+        grace_period_seconds: Some(settings.drain_timeout.get().as_secs()),
+        graceful_shutdown_timeout_seconds: Some(1),
+        ..ServerConf::default()
+    };
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 

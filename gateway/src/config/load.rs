@@ -177,12 +177,8 @@ fn parse_file(path: &Path) -> Result<(Config, SourceMap), Diagnostic> {
                 .location()
                 .map(|l| (l.line(), l.column()))
                 .unwrap_or((1, 1));
-            // serde_yaml appends " at line L column C"; we print that up front.
-            let msg = e.to_string();
-            let msg = match msg.rfind(" at line ") {
-                Some(i) => msg[..i].to_string(),
-                None => msg,
-            };
+            // serde_yaml embeds " at line L column C"; we print it up front.
+            let msg = strip_position(&e.to_string());
             Diagnostic {
                 file: path.to_path_buf(),
                 line,
@@ -192,6 +188,14 @@ fn parse_file(path: &Path) -> Result<(Config, SourceMap), Diagnostic> {
         })?
     };
     Ok((config, SourceMap::build(&text)))
+}
+
+/// Removes serde_yaml's own " at line L column C" from a message.
+fn strip_position(msg: &str) -> String {
+    static POSITION: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(r" at line \d+ column \d+").expect("static regex")
+    });
+    POSITION.replace_all(msg, "").into_owned()
 }
 
 /// Reads `path` and every file its `include:` globs match, and merges them.

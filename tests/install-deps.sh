@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs what building and testing the gateway needs on a fresh Debian or
+# Ubuntu machine. Idempotent: installs only what is missing.
+#   - cmake, a C toolchain, pkg-config: Pingora's zlib-ng and aws-lc builds
+#   - curl: the integration tests use it as a real client
+#   - Rust (rustup, stable) when cargo is missing
+set -euo pipefail
+
+need=()
+command -v cmake >/dev/null 2>&1 || need+=(cmake)
+command -v cc >/dev/null 2>&1 || need+=(build-essential)
+command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
+command -v curl >/dev/null 2>&1 || need+=(curl)
+[ -e /etc/ssl/certs/ca-certificates.crt ] || need+=(ca-certificates)
+
+if [ ${#need[@]} -gt 0 ]; then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  echo "install-deps: installing ${need[*]}" >&2
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+  if [ -x "$HOME/.cargo/bin/cargo" ]; then
+    echo "install-deps: cargo is in ~/.cargo/bin; run: . \"\$HOME/.cargo/env\"" >&2
+  else
+    echo "install-deps: installing Rust with rustup" >&2
+    curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal -c rustfmt,clippy
+    echo "install-deps: now run: . \"\$HOME/.cargo/env\"" >&2
+  fi
+  exit 1
+fi
