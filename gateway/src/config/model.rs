@@ -245,14 +245,14 @@ pub enum LbPolicy {
     ConsistentHash,
 }
 
-/// The key consistent hashing uses.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields, rename_all = "snake_case")]
-pub enum HashOn {
-    /// The value of this request header (requests without it hash on the client IP).
-    Header(String),
-    /// The client IP address.
-    ClientIp,
+/// The key consistent hashing uses: the value of `header` when set and
+/// present on the request, otherwise the client IP address.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HashOn {
+    /// Request header whose value is the key (e.g. `x-session-id`).
+    #[serde(default)]
+    pub header: Option<String>,
 }
 
 /// Upstream HTTP protocol.

@@ -19,7 +19,7 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorSource, ErrorType, RetryType};
 
-use crate::config::{HashOn, LbPolicy};
+use crate::config::LbPolicy;
 use crate::metrics::{code_class, METRICS};
 use crate::runtime::cluster::hash_key;
 use crate::runtime::route::Action;
@@ -172,10 +172,11 @@ impl ProxyHttp for GatewayProxy {
             METRICS.retries.with_label_values(&[ctx.route_name()]).inc();
         }
         let hash = (cluster.lb == LbPolicy::ConsistentHash).then(|| {
-            let header = match &cluster.hash_on {
-                HashOn::Header(h) => session.req_header().headers.get(h.as_str()),
-                HashOn::ClientIp => None,
-            };
+            let header = cluster
+                .hash_on
+                .header
+                .as_deref()
+                .and_then(|h| session.req_header().headers.get(h));
             match (header, ctx.client_ip) {
                 (Some(v), _) => hash_key(v.as_bytes()),
                 (None, Some(ip)) => hash_key(ip.to_string().as_bytes()),

@@ -17,7 +17,7 @@ use filters::headers::CompiledHeaderEdits;
 use regex::Regex;
 
 use crate::config::{
-    self, Alpn, Config, Diagnostic, Diagnostics, HashOn, LbPolicy, LoadedConfig, Section, Sources,
+    self, Alpn, Config, Diagnostic, Diagnostics, LbPolicy, LoadedConfig, Section, Sources,
     ValueMatch,
 };
 use cluster::{Cluster, Endpoint, PeerSettings};
@@ -255,7 +255,7 @@ impl Compiler<'_> {
                 "budget_percent must be between 0 and 100",
             );
         }
-        if let Some(HashOn::Header(h)) = &c.hash_on {
+        if let Some(h) = c.hash_on.as_ref().and_then(|h| h.header.as_ref()) {
             if http::HeaderName::from_bytes(h.as_bytes()).is_err() {
                 self.err(
                     Section::Clusters,
@@ -383,7 +383,7 @@ impl Compiler<'_> {
         Some(Cluster::new(
             &c.name,
             c.lb,
-            c.hash_on.clone().unwrap_or(HashOn::ClientIp),
+            c.hash_on.clone().unwrap_or_default(),
             endpoints,
             c.read_timeout.get(),
             b,
