@@ -2,7 +2,10 @@
 //! loaded and listeners are up), `/metrics` (Prometheus text), `/config`
 //! (the effective config as JSON, secrets redacted).
 
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use http::{Method, Response, StatusCode};
@@ -53,6 +56,42 @@ pub fn redact(v: &mut serde_json::Value) {
     }
 }
 
+impl AdminApp {
+    /// `None` once every listener accepts connections, else their names.
+    /// Pingora binds listeners on its service threads and reports nothing,
+    /// so readiness is probed with a TCP connect (sticky once true).
+    async fn unbound_listeners(&self) -> Option<String> {
+        if self.gateway.ready.load(Ordering::Relaxed) {
+            return None;
+        }
+        let runtime = self.gateway.runtime.load_full();
+        let mut unbound = Vec::new();
+        for l in &runtime.listeners {
+            let mut addr = l.addr;
+            if addr.ip().is_unspecified() {
+                addr.set_ip(if addr.is_ipv4() {
+                    Ipv4Addr::LOCALHOST.into()
+                } else {
+                    Ipv6Addr::LOCALHOST.into()
+                });
+            }
+            let probe = tokio::time::timeout(
+                Duration::from_millis(250),
+                tokio::net::TcpStream::connect(addr),
+            );
+            if !matches!(probe.await, Ok(Ok(_))) {
+                unbound.push(&*l.name);
+            }
+        }
+        if unbound.is_empty() {
+            self.gateway.ready.store(true, Ordering::Relaxed);
+            None
+        } else {
+            Some(unbound.join(", "))
+        }
+    }
+}
+
 #[async_trait]
 impl ServeHttp for AdminApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
@@ -66,7 +105,14 @@ impl ServeHttp for AdminApp {
         }
         match req.uri.path() {
             "/healthz" => reply(StatusCode::OK, "text/plain", b"ok\n".to_vec()),
-            "/readyz" => reply(StatusCode::OK, "text/plain", b"ready\n".to_vec()),
+            "/readyz" => match self.unbound_listeners().await {
+                None => reply(StatusCode::OK, "text/plain", b"ready\n".to_vec()),
+                Some(names) => reply(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain",
+                    format!("not ready: listeners not accepting yet: {names}\n").into_bytes(),
+                ),
+            },
             "/metrics" => reply(
                 StatusCode::OK,
                 "text/plain; version=0.0.4",

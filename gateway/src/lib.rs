@@ -11,6 +11,7 @@ pub mod runtime;
 pub mod server;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 
 use arc_swap::ArcSwap;
 
@@ -25,6 +26,8 @@ pub struct Gateway {
     pub config_path: PathBuf,
     /// Whether access-log lines are written.
     pub access_log: bool,
+    /// Every listener has accepted a probe connection (admin `/readyz`).
+    pub ready: AtomicBool,
 }
 
 /// Loads, validates and compiles the config at `path`.
@@ -41,6 +44,7 @@ impl Gateway {
             runtime: ArcSwap::from_pointee(runtime),
             config_path,
             access_log,
+            ready: AtomicBool::new(false),
         }
     }
 }

@@ -214,10 +214,14 @@ impl Cluster {
                     .map(|k| self.schedule[(start + k) % len])
                     .find(|&i| self.eligible(i, exclude))
             }
-            LbPolicy::Random => self.weighted_random(exclude),
+            LbPolicy::Random => self.weighted_random(exclude, None),
             LbPolicy::LeastRequest => {
-                let a = self.weighted_random(exclude)?;
-                let b = self.weighted_random(exclude)?;
+                // Power of two choices, drawn without replacement so that
+                // two endpoints always compare both.
+                let a = self.weighted_random(exclude, None)?;
+                let Some(b) = self.weighted_random(exclude, Some(a)) else {
+                    return Some(a);
+                };
                 let load = |i: usize| self.endpoints[i].active.load(Ordering::Relaxed);
                 Some(if load(b) < load(a) { b } else { a })
             }
@@ -238,20 +242,21 @@ impl Cluster {
         }
     }
 
-    fn weighted_random(&self, exclude: &[usize]) -> Option<usize> {
+    fn weighted_random(&self, exclude: &[usize], also: Option<usize>) -> Option<usize> {
         let total = *self.cumulative.last()?;
         if total == 0 {
             return None;
         }
+        let ok = |i: usize| self.eligible(i, exclude) && Some(i) != also;
         // A few weighted draws, then a scan: exclusions are rare and short.
         for _ in 0..4 {
             let r = fastrand::u64(0..total);
             let i = self.cumulative.partition_point(|&c| c <= r);
-            if self.eligible(i, exclude) {
+            if ok(i) {
                 return Some(i);
             }
         }
-        (0..self.endpoints.len()).find(|&i| self.eligible(i, exclude))
+        (0..self.endpoints.len()).find(|&i| ok(i))
     }
 
     /// Whether one more retry fits the budget (Envoy semantics: retries in
@@ -323,7 +328,7 @@ mod tests {
         Cluster::new(
             "c",
             lb,
-            HashOn::ClientIp,
+            HashOn::default(),
             eps,
             Duration::from_secs(1),
             &RetryBudget::default(),
@@ -375,8 +380,8 @@ mod tests {
         let c = cluster(LbPolicy::LeastRequest, &[1, 1]);
         c.endpoints[0].active.store(100, Ordering::Relaxed);
         let picks = (0..200).filter(|_| c.select(None, &[]) == Some(1)).count();
-        // P2C picks the busy one only when both draws hit it (~25%).
-        assert!(picks > 120, "idle endpoint picked {picks}/200");
+        // Drawn without replacement: with two endpoints both are compared.
+        assert_eq!(picks, 200, "idle endpoint picked {picks}/200");
     }
 
     #[test]

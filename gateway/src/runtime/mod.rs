@@ -102,6 +102,22 @@ impl Compiler<'_> {
         self.errors.push(d);
     }
 
+    fn pair_errors(
+        &mut self,
+        section: Section,
+        i: usize,
+        at: &str,
+        errs: Vec<(tls::PairPart, String)>,
+    ) {
+        for (part, msg) in errs {
+            let key = match part {
+                tls::PairPart::Cert => "cert",
+                tls::PairPart::Key => "key",
+            };
+            self.err(section, i, &format!("{at}.{key}"), msg);
+        }
+    }
+
     fn socket_addr(
         &mut self,
         s: &str,
@@ -188,14 +204,14 @@ impl Compiler<'_> {
                         "alpn must list at least one protocol",
                     );
                 }
-                match tls::check_server_cert(&cert, &key) {
+                match tls::check_cert_pair(&cert, &key) {
                     Ok(()) => Some(ListenerTlsSpec {
                         cert,
                         key,
                         h2: t.alpn.contains(&Alpn::H2),
                     }),
-                    Err(m) => {
-                        self.err(Section::Listeners, i, "tls.cert", m);
+                    Err(errs) => {
+                        self.pair_errors(Section::Listeners, i, "tls", errs);
                         None
                     }
                 }
@@ -305,9 +321,11 @@ impl Compiler<'_> {
                         self.src.resolve(Section::Clusters, i, cert),
                         self.src.resolve(Section::Clusters, i, key),
                     );
-                    match tls::load_cert_key(&cert, &key) {
+                    match tls::check_cert_pair(&cert, &key).and_then(|()| {
+                        tls::load_cert_key(&cert, &key).map_err(|e| vec![(tls::PairPart::Cert, e)])
+                    }) {
                         Ok(ck) => settings.client_cert = Some(ck),
-                        Err(m) => self.err(Section::Clusters, i, "tls.cert", m),
+                        Err(errs) => self.pair_errors(Section::Clusters, i, "tls", errs),
                     }
                 }
                 (None, None) => {}

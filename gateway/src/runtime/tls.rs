@@ -44,21 +44,47 @@ pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
         .map_err(|e| format!("`{}` holds no usable PEM private key: {e}", path.display()))
 }
 
-/// Checks that a listener's certificate chain and key load and belong together.
-pub fn check_server_cert(cert: &Path, key: &Path) -> Result<(), String> {
-    let certs = load_certs(cert)?;
-    let key_der = load_key(key)?;
+/// Which file of a certificate/key pair a problem is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PairPart {
+    /// The certificate chain.
+    Cert,
+    /// The private key.
+    Key,
+}
+
+/// Checks that a certificate chain and key load and belong together. Every
+/// problem is returned (a missing cert and a missing key are two problems).
+pub fn check_cert_pair(cert: &Path, key: &Path) -> Result<(), Vec<(PairPart, String)>> {
+    let certs = load_certs(cert);
+    let key_der = load_key(key);
+    let (certs, key_der) = match (certs, key_der) {
+        (Ok(c), Ok(k)) => (c, k),
+        (c, k) => {
+            let mut errs = Vec::new();
+            if let Err(e) = c {
+                errs.push((PairPart::Cert, e));
+            }
+            if let Err(e) = k {
+                errs.push((PairPart::Key, e));
+            }
+            return Err(errs);
+        }
+    };
     pingora::tls::install_default_crypto_provider();
     ServerConfig::builder()
         .with_no_client_auth()
         .with_single_cert(certs, key_der)
         .map(|_| ())
         .map_err(|e| {
-            format!(
-                "certificate `{}` and key `{}` cannot be used together: {e}",
-                cert.display(),
-                key.display()
-            )
+            vec![(
+                PairPart::Key,
+                format!(
+                    "certificate `{}` and key `{}` cannot be used together: {e}",
+                    cert.display(),
+                    key.display()
+                ),
+            )]
         })
 }
 
@@ -72,9 +98,9 @@ pub fn load_ca_bundle(path: &Path) -> Result<Arc<[WrappedX509]>, String> {
     Ok(wrapped.into())
 }
 
-/// A client certificate and key for upstream mTLS.
+/// A client certificate and key for upstream mTLS (checked with
+/// [`check_cert_pair`] first).
 pub fn load_cert_key(cert: &Path, key: &Path) -> Result<Arc<CertKey>, String> {
-    check_server_cert(cert, key)?;
     let certs = load_certs(cert)?;
     let key_der = load_key(key)?;
     Ok(Arc::new(CertKey::new(

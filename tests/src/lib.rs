@@ -1,0 +1,93 @@
+//! Harness for the black-box integration tests of the gateway.
+//!
+//! Everything here talks to real things over loopback: the real `gateway`
+//! binary ([`Gateway`]), real HTTP upstream servers built on hyper
+//! ([`Upstream`]), real certificates made with rcgen ([`TestCa`]), real
+//! clients (reqwest, and `curl` through [`curl`]).
+//!
+//! Tests pick every port with [`free_port`] and write them into the YAML
+//! config they start the gateway with; [`tpl`] fills `${name}` placeholders so
+//! that YAML flow mappings need no `{{` escaping.
+
+mod certs;
+mod client;
+mod gateway;
+mod prom;
+mod upstream;
+
+pub use certs::{LeafCert, TestCa};
+pub use client::{curl, http_client, http_client_with_host, tls_client, CurlOutput};
+pub use gateway::{gateway_bin, run_gateway, workspace_root, Gateway, GatewayOutput};
+pub use prom::{metric_value, parse_prometheus, Sample};
+pub use upstream::{
+    pseudo_random_bytes, sha256_hex, Reply, RequestInfo, Upstream, UpstreamHandler, DOWNLOAD_SEED,
+    GENERATED_CHUNK,
+};
+
+use std::collections::HashSet;
+use std::fmt::Display;
+use std::sync::{Mutex, OnceLock};
+
+/// A TCP port on 127.0.0.1 that is free now and that nothing else in this
+/// test process will be handed: bound, read back, and released.
+///
+/// Ports come from below the kernel's ephemeral range (read from
+/// `/proc/sys/net/ipv4/ip_local_port_range`), so that upstreams bound to port
+/// 0 and outgoing connections can never take a port a test picked for its
+/// gateway, and a "dead" endpoint port stays dead. Without that file it falls
+/// back to binding port 0.
+pub fn free_port() -> u16 {
+    static TAKEN: OnceLock<Mutex<HashSet<u16>>> = OnceLock::new();
+    let taken = TAKEN.get_or_init(Default::default);
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(0);
+    if low > 12_000 {
+        for _ in 0..1000 {
+            let port = fastrand::u16(10_000..low);
+            let mut taken = taken.lock().expect("port set");
+            if taken.contains(&port) {
+                continue;
+            }
+            if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                taken.insert(port);
+                return port;
+            }
+        }
+    }
+    loop {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        let port = listener.local_addr().expect("local_addr").port();
+        if taken.lock().expect("port set").insert(port) {
+            return port;
+        }
+    }
+}
+
+/// Replaces every `${name}` in `template` with the matching value and panics
+/// if a placeholder is left over (a typo in a test's YAML).
+///
+/// ```
+/// let y = gateway_tests::tpl("admin: {listen: 127.0.0.1:${admin}}", &[("admin", &9901)]);
+/// assert_eq!(y, "admin: {listen: 127.0.0.1:9901}");
+/// ```
+pub fn tpl(template: &str, vars: &[(&str, &dyn Display)]) -> String {
+    let mut out = template.to_string();
+    for (name, value) in vars {
+        out = out.replace(&format!("${{{name}}}"), &value.to_string());
+    }
+    if let Some(i) = out.find("${") {
+        let end = out[i..].find('}').map_or(out.len(), |e| i + e + 1);
+        panic!(
+            "template placeholder {} was not given a value; template:\n{template}",
+            &out[i..end]
+        );
+    }
+    out
+}
+
+/// `http://127.0.0.1:{port}{path}`.
+pub fn url(port: u16, path: &str) -> String {
+    format!("http://127.0.0.1:{port}{path}")
+}

@@ -1,0 +1,403 @@
+//! The command line: `validate` diagnostics with positions, `run` refusing a
+//! broken file, `schema` matching the committed schema, `--version`.
+
+use std::path::Path;
+use std::time::Duration;
+
+use gateway_tests::{free_port, run_gateway, tpl, workspace_root, Gateway, TestCa};
+
+const CMD_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// One `file:line:column: message` diagnostic.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Diag {
+    line: usize,
+    column: usize,
+    message: String,
+}
+
+/// The `file:line:column: message` lines for `file` in `output` (other
+/// lines, such as a summary, are skipped).
+fn diagnostics(output: &str, file: &str) -> Vec<Diag> {
+    let prefix = format!("{file}:");
+    output
+        .lines()
+        .filter_map(|l| l.strip_prefix(&prefix))
+        .filter_map(|rest| {
+            let (line, rest) = rest.split_once(':')?;
+            let (column, message) = rest.split_once(": ")?;
+            Some(Diag {
+                line: line.parse().ok()?,
+                column: column.parse().ok()?,
+                message: message.to_string(),
+            })
+        })
+        .collect()
+}
+
+/// 1-based number of the only line of `text` containing `needle`.
+fn line_of(text: &str, needle: &str) -> usize {
+    let hits: Vec<usize> = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| l.contains(needle))
+        .map(|(i, _)| i + 1)
+        .collect();
+    assert_eq!(
+        hits.len(),
+        1,
+        "`{needle}` should be on exactly one line of:\n{text}"
+    );
+    hits[0]
+}
+
+/// A directory with a real key file `gw.key` and cert `gw.pem` for configs
+/// that need existing files next to the missing one.
+fn dir_with_cert() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    TestCa::new("cli CA")
+        .issue(&["gw.test"])
+        .write(dir.path(), "gw.pem", "gw.key");
+    dir
+}
+
+fn write(dir: &Path, name: &str, text: &str) {
+    std::fs::write(dir.join(name), text).expect("write config");
+}
+
+/// A broken config, the text of the line its one problem is on, and a word
+/// the message must contain (taken from what the file says).
+struct Broken {
+    kind: &'static str,
+    yaml: String,
+    marker: &'static str,
+    mentions: Option<&'static str>,
+}
+
+fn broken_files() -> Vec<Broken> {
+    let vars = |extra: &str| {
+        tpl(
+            extra,
+            &[
+                ("admin", &free_port()),
+                ("port", &free_port()),
+                ("p2", &free_port()),
+            ],
+        )
+    };
+    vec![
+        Broken {
+            kind: "YAML syntax error",
+            yaml: vars(
+                "admin: {listen: \"127.0.0.1:${admin}\"}\nlisteners:\n  - {name: public, listen: \"127.0.0.1:${port}\"}\nclusters:\n  - name: app\n    endpoints: [{address: \"127.0.0.1:${p2}\"}]\nroutes:\n  - name: r1\n    cluster: app: oops\n",
+            ),
+            marker: "app: oops",
+            mentions: None,
+        },
+        Broken {
+            kind: "unknown key",
+            yaml: vars(
+                "admin: {listen: \"127.0.0.1:${admin}\"}\nlisteners:\n  - {name: public, listen: \"127.0.0.1:${port}\"}\nclusters:\n  - name: app\n    endpoints: [{address: \"127.0.0.1:${p2}\"}]\nroutes:\n  - name: r1\n    bogus_key: 1\n    cluster: app\n",
+            ),
+            marker: "bogus_key",
+            mentions: Some("bogus_key"),
+        },
+        Broken {
+            kind: "route references a missing cluster",
+            yaml: vars(
+                "admin: {listen: \"127.0.0.1:${admin}\"}\nlisteners:\n  - {name: public, listen: \"127.0.0.1:${port}\"}\nclusters:\n  - name: app\n    endpoints: [{address: \"127.0.0.1:${p2}\"}]\nroutes:\n  - name: r1\n    cluster: no-such-cluster\n",
+            ),
+            marker: "no-such-cluster",
+            mentions: Some("no-such-cluster"),
+        },
+        Broken {
+            kind: "duplicate cluster names",
+            yaml: vars(
+                "admin: {listen: \"127.0.0.1:${admin}\"}\nlisteners:\n  - {name: public, listen: \"127.0.0.1:${port}\"}\nclusters:\n  - name: twin\n    endpoints: [{address: \"127.0.0.1:${p2}\"}]\n  - name: twin   # again\n    endpoints: [{address: \"127.0.0.1:${p2}\"}]\nroutes:\n  - name: r1\n    cluster: twin\n",
+            ),
+            marker: "# again",
+            mentions: Some("twin"),
+        },
+        Broken {
+            kind: "listener cert file does not exist",
+            yaml: vars(
+                "admin: {listen: \"127.0.0.1:${admin}\"}\nlisteners:\n  - name: secure\n    listen: \"127.0.0.1:${port}\"\n    tls:\n      cert: does-not-exist.pem\n      key: gw.key\nclusters:\n  - name: app\n    endpoints: [{address: \"127.0.0.1:${p2}\"}]\nroutes:\n  - name: r1\n    cluster: app\n",
+            ),
+            marker: "does-not-exist.pem",
+            mentions: Some("does-not-exist.pem"),
+        },
+        Broken {
+            kind: "bad listen address",
+            yaml: vars(
+                "admin: {listen: \"127.0.0.1:${admin}\"}\nlisteners:\n  - name: public\n    listen: \"127.0.0.1:notaport\"\nclusters:\n  - name: app\n    endpoints: [{address: \"127.0.0.1:${p2}\"}]\nroutes:\n  - name: r1\n    cluster: app\n",
+            ),
+            marker: "notaport",
+            mentions: Some("127.0.0.1:notaport"),
+        },
+    ]
+}
+
+#[test]
+fn validate_reports_each_kind_of_problem_with_its_position() {
+    let dir = dir_with_cert();
+    for b in broken_files() {
+        write(dir.path(), "broken.yaml", &b.yaml);
+        let out = run_gateway(&["validate", "-c", "broken.yaml"], dir.path(), CMD_TIMEOUT);
+        let all = format!("{}{}", out.stdout, out.stderr);
+        assert_eq!(
+            out.code(),
+            Some(1),
+            "{}: `gateway validate` should exit 1; output:\n{all}",
+            b.kind
+        );
+        let diags = diagnostics(&all, "broken.yaml");
+        let want_line = line_of(&b.yaml, b.marker);
+        assert_eq!(
+            diags.len(),
+            1,
+            "{}: expected exactly one `broken.yaml:LINE:COL: message` line; output:\n{all}",
+            b.kind
+        );
+        assert_eq!(
+            diags[0].line, want_line,
+            "{}: the problem is on line {want_line} (`{}`); output:\n{all}",
+            b.kind, b.marker
+        );
+        assert!(diags[0].column >= 1, "{}: column is 1-based", b.kind);
+        if let Some(word) = b.mentions {
+            assert!(
+                diags[0].message.contains(word),
+                "{}: the message should name `{word}`; got `{}`",
+                b.kind,
+                diags[0].message
+            );
+        }
+    }
+}
+
+#[test]
+fn validate_reports_all_problems_at_once() {
+    let dir = dir_with_cert();
+    let yaml = tpl(
+        r#"admin: {listen: "127.0.0.1:${admin}"}
+listeners:
+  - name: public
+    listen: "127.0.0.1:notaport"
+  - name: secure
+    listen: "127.0.0.1:${port}"
+    tls:
+      cert: does-not-exist.pem
+      key: gw.key
+clusters:
+  - name: twin
+    endpoints: [{address: "127.0.0.1:${p2}"}]
+  - name: twin   # again
+    endpoints: [{address: "127.0.0.1:${p2}"}]
+routes:
+  - name: r1
+    cluster: no-such-cluster
+"#,
+        &[
+            ("admin", &free_port()),
+            ("port", &free_port()),
+            ("p2", &free_port()),
+        ],
+    );
+    write(dir.path(), "many.yaml", &yaml);
+    let out = run_gateway(&["validate", "-c", "many.yaml"], dir.path(), CMD_TIMEOUT);
+    let all = format!("{}{}", out.stdout, out.stderr);
+    assert_eq!(
+        out.code(),
+        Some(1),
+        "validate should exit 1; output:\n{all}"
+    );
+    let lines: Vec<usize> = diagnostics(&all, "many.yaml")
+        .iter()
+        .map(|d| d.line)
+        .collect();
+    for marker in [
+        "notaport",
+        "does-not-exist.pem",
+        "# again",
+        "no-such-cluster",
+    ] {
+        let want = line_of(&yaml, marker);
+        assert!(
+            lines.contains(&want),
+            "a problem on line {want} (`{marker}`) should be reported along with the others; output:\n{all}"
+        );
+    }
+}
+
+#[test]
+fn validate_accepts_a_valid_file() {
+    let dir = dir_with_cert();
+    let yaml = tpl(
+        r#"admin: {listen: "127.0.0.1:${admin}"}
+listeners:
+  - {name: public, listen: "127.0.0.1:${port}"}
+  - {name: secure, listen: "127.0.0.1:${tls}", tls: {cert: gw.pem, key: gw.key}}
+clusters:
+  - name: app
+    lb: consistent_hash
+    hash_on: {header: x-user}
+    connect_timeout: 1s
+    endpoints: [{address: "127.0.0.1:${p2}", weight: 2}]
+routes:
+  - name: r1
+    match: {host: "*.example.com", path_prefix: /api, methods: [GET], headers: {x-debug: {present: true}}, query: {v: {regex: "[0-9]+"}}}
+    backends: [{cluster: app, weight: 90}]
+    rewrite: {path_prefix: /v2, host: internal.example}
+    request_headers: {set: {x-a: "1"}, add: {x-b: "2"}, remove: [x-c]}
+    timeout: 1s
+    retries: {attempts: 3, per_try_timeout: 500ms, on: [connect-failure, reset, 503]}
+  - name: hello
+    direct_response: {status: 200, body: "hi\n", headers: {content-type: text/plain}}
+"#,
+        &[
+            ("admin", &free_port()),
+            ("port", &free_port()),
+            ("tls", &free_port()),
+            ("p2", &free_port()),
+        ],
+    );
+    write(dir.path(), "ok.yaml", &yaml);
+    let out = run_gateway(&["validate", "-c", "ok.yaml"], dir.path(), CMD_TIMEOUT);
+    assert_eq!(
+        out.code(),
+        Some(0),
+        "validate should accept a valid file; stdout:\n{}\nstderr:\n{}",
+        out.stdout,
+        out.stderr
+    );
+    assert!(
+        diagnostics(&format!("{}{}", out.stdout, out.stderr), "ok.yaml").is_empty(),
+        "a valid file has no diagnostics"
+    );
+}
+
+#[test]
+fn run_refuses_a_broken_file() {
+    let dir = dir_with_cert();
+    for b in broken_files() {
+        write(dir.path(), "broken.yaml", &b.yaml);
+        let validate = run_gateway(&["validate", "-c", "broken.yaml"], dir.path(), CMD_TIMEOUT);
+        let want = diagnostics(
+            &format!("{}{}", validate.stdout, validate.stderr),
+            "broken.yaml",
+        );
+        let out = run_gateway(&["run", "-c", "broken.yaml"], dir.path(), CMD_TIMEOUT);
+        assert!(
+            out.status.is_some(),
+            "{}: `gateway run` with a broken file should exit, but was still running after {CMD_TIMEOUT:?}",
+            b.kind
+        );
+        assert!(
+            out.code() != Some(0),
+            "{}: `gateway run` should exit non-zero; stderr:\n{}",
+            b.kind,
+            out.stderr
+        );
+        assert!(
+            out.elapsed < Duration::from_secs(5),
+            "{}: `gateway run` should fail quickly, took {:?}",
+            b.kind,
+            out.elapsed
+        );
+        let got = diagnostics(&out.stderr, "broken.yaml");
+        assert!(
+            !got.is_empty(),
+            "{}: run should print the diagnostics on stderr:\n{}",
+            b.kind,
+            out.stderr
+        );
+        assert_eq!(
+            got, want,
+            "{}: `run` should print the same diagnostics on stderr as `validate`",
+            b.kind
+        );
+    }
+}
+
+#[test]
+fn bare_config_flag_runs_the_gateway() {
+    let (admin, port) = (free_port(), free_port());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gw = Gateway::start_with_args(
+        dir,
+        &tpl(
+            r#"admin: {listen: "127.0.0.1:${admin}"}
+listeners:
+  - {name: public, listen: "127.0.0.1:${port}"}
+routes:
+  - {name: hello, direct_response: {status: 200, body: "hi\n"}}
+"#,
+            &[("admin", &admin), ("port", &port)],
+        ),
+        &[],
+    );
+    // Gateway::start_with_args already waited for /readyz == 200.
+    drop(gw);
+}
+
+#[test]
+fn schema_matches_committed_file() {
+    let path = workspace_root().join("conf/schema.json");
+    let committed = std::fs::read_to_string(&path).unwrap_or_else(|_| {
+        panic!(
+            "{} does not exist yet: generate it with `cargo run -p gateway -- schema > conf/schema.json`",
+            path.display()
+        )
+    });
+    let out = run_gateway(&["schema"], &workspace_root(), CMD_TIMEOUT);
+    assert_eq!(
+        out.code(),
+        Some(0),
+        "`gateway schema` should exit 0: {}",
+        out.stderr
+    );
+    serde_json::from_str::<serde_json::Value>(&out.stdout).expect("`gateway schema` prints JSON");
+    assert!(
+        out.stdout == committed,
+        "`gateway schema` differs from conf/schema.json: regenerate it with `cargo run -p gateway -- schema > conf/schema.json`"
+    );
+}
+
+#[test]
+fn version_flag() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = run_gateway(&["--version"], dir.path(), CMD_TIMEOUT);
+    assert_eq!(out.code(), Some(0), "`gateway --version` should exit 0");
+    let version = env!("CARGO_PKG_VERSION");
+    assert!(
+        out.stdout.contains(version),
+        "`gateway --version` should print the workspace version {version}, got {:?}",
+        out.stdout
+    );
+}
+
+/// Every example configuration in `conf/` validates as it is.
+#[test]
+fn shipped_examples_validate() {
+    let conf = workspace_root().join("conf");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&conf).expect("conf/ exists") {
+        let path = entry.expect("dir entry").path();
+        if path.extension().and_then(|e| e.to_str()) != Some("yaml") {
+            continue;
+        }
+        let file = path.to_string_lossy().into_owned();
+        let out = run_gateway(&["validate", "-c", &file], &conf, CMD_TIMEOUT);
+        assert_eq!(
+            out.status.and_then(|s| s.code()),
+            Some(0),
+            "{file} should validate; stderr:\n{}",
+            out.stderr
+        );
+        checked += 1;
+    }
+    assert!(
+        checked >= 2,
+        "expected quickstart.yaml and edge.yaml, checked {checked}"
+    );
+}
