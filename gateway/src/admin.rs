@@ -1,6 +1,8 @@
-//! The admin listener: `/healthz` (process alive), `/readyz` (a runtime is
-//! loaded and listeners are up), `/metrics` (Prometheus text), `/config`
-//! (the effective config as JSON, secrets redacted).
+//! The admin listener: `/healthz` (process alive), `/readyz` (listeners are
+//! up), `/metrics` (Prometheus text), `/config` (the effective config as
+//! JSON, secrets redacted, with the reload status), `POST /reload` (reload
+//! now; answers with the outcome and any errors, 422 when the config is
+//! invalid).
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::atomic::Ordering;
@@ -57,6 +59,32 @@ pub fn redact(v: &mut serde_json::Value) {
 }
 
 impl AdminApp {
+    /// `POST /reload`: reloads now (off this task) and answers with the
+    /// outcome; 422 with the errors when the config is invalid.
+    async fn reload(&self) -> Response<Vec<u8>> {
+        let gateway = self.gateway.clone();
+        let status =
+            match tokio::task::spawn_blocking(move || crate::reload::reload(&gateway, "admin"))
+                .await
+            {
+                Ok(s) => s,
+                Err(e) => {
+                    return reply(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "text/plain",
+                        format!("reload failed: {e}\n").into_bytes(),
+                    )
+                }
+            };
+        let code = match status.last_outcome {
+            crate::reload::Outcome::Error => StatusCode::UNPROCESSABLE_ENTITY,
+            _ => StatusCode::OK,
+        };
+        let mut body = serde_json::to_vec_pretty(&status).unwrap_or_default();
+        body.push(b'\n');
+        reply(code, "application/json", body)
+    }
+
     /// `None` once every listener accepts connections, else their names.
     /// Pingora binds listeners on its service threads and reports nothing,
     /// so readiness is probed with a TCP connect (sticky once true).
@@ -96,6 +124,16 @@ impl AdminApp {
 impl ServeHttp for AdminApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let req = session.req_header();
+        if req.uri.path() == "/reload" {
+            if req.method != Method::POST {
+                return reply(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "text/plain",
+                    b"use POST /reload\n".to_vec(),
+                );
+            }
+            return self.reload().await;
+        }
         if req.method != Method::GET && req.method != Method::HEAD {
             return reply(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -124,6 +162,8 @@ impl ServeHttp for AdminApp {
                 redact(&mut config);
                 let body = serde_json::json!({
                     "source": self.gateway.config_path.display().to_string(),
+                    "generation": runtime.generation,
+                    "reload": self.gateway.status(),
                     "config": config,
                 });
                 let mut bytes = serde_json::to_vec_pretty(&body).unwrap_or_default();

@@ -7,44 +7,89 @@ pub mod admin;
 pub mod config;
 pub mod metrics;
 pub mod proxy;
+pub mod reload;
 pub mod runtime;
 pub mod server;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 
 use config::Diagnostics;
-use runtime::Runtime;
+use reload::{ReloadStatus, WatchState};
+use runtime::tls::CertResolver;
+use runtime::{ListenerSpec, Runtime};
 
-/// State shared by every listener: the current runtime snapshot.
+/// State shared by every listener: the current runtime snapshot and what
+/// outlives reloads.
 pub struct Gateway {
     /// The runtime requests use; a reload stores a new one.
     pub runtime: ArcSwap<Runtime>,
     /// The main config file.
     pub config_path: PathBuf,
-    /// Whether access-log lines are written.
-    pub access_log: bool,
     /// Every listener has accepted a probe connection (admin `/readyz`).
     pub ready: AtomicBool,
+    /// The listeners bound at startup (changing them needs a restart).
+    pub bound_listeners: Vec<ListenerSpec>,
+    /// Certificates of TLS listeners, rotated by reloads.
+    pub listener_certs: HashMap<String, Arc<CertResolver>>,
+    /// Serializes reloads.
+    pub reload_lock: Mutex<()>,
+    /// Result of the last reload attempt (admin `/config`).
+    pub reload_status: Mutex<ReloadStatus>,
+    /// What the config watcher looks at.
+    pub watch: Mutex<WatchState>,
+    /// Shutdown or upgrade has begun: answer with `Connection: close` so
+    /// clients move to fresh connections before idle ones are cut.
+    pub draining: AtomicBool,
 }
 
 /// Loads, validates and compiles the config at `path`.
 pub fn load_runtime(path: &Path) -> Result<Runtime, Diagnostics> {
     let loaded = config::load(path)?;
-    runtime::compile(&loaded)
+    runtime::compile(&loaded, None)
 }
 
 impl Gateway {
-    /// Shared state around a first runtime.
-    pub fn new(config_path: PathBuf, runtime: Runtime) -> Self {
-        let access_log = runtime.config.telemetry.access_log.enabled;
-        Gateway {
+    /// Shared state around a first runtime. Fails when a listener
+    /// certificate cannot be loaded (compile checked it, but files can change).
+    pub fn new(config_path: PathBuf, runtime: Runtime) -> Result<Self, String> {
+        let mut listener_certs = HashMap::new();
+        for l in &runtime.listeners {
+            if let Some(tls) = &l.tls {
+                let resolver = CertResolver::load(&tls.cert, &tls.key)
+                    .map_err(|e| format!("listener `{}`: {e}", l.name))?;
+                listener_certs.insert(l.name.to_string(), Arc::new(resolver));
+            }
+        }
+        let status = ReloadStatus::startup(&runtime);
+        let watch = WatchState::new(&runtime);
+        Ok(Gateway {
+            bound_listeners: runtime.listeners.clone(),
             runtime: ArcSwap::from_pointee(runtime),
             config_path,
-            access_log,
             ready: AtomicBool::new(false),
-        }
+            listener_certs,
+            reload_lock: Mutex::new(()),
+            reload_status: Mutex::new(status),
+            watch: Mutex::new(watch),
+            draining: AtomicBool::new(false),
+        })
+    }
+
+    /// A copy of the watcher's state.
+    pub fn watch_state(&self) -> WatchState {
+        self.watch.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// A copy of the reload status.
+    pub fn status(&self) -> ReloadStatus {
+        self.reload_status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 }

@@ -14,6 +14,9 @@ struct Cli {
     /// Config file to run (shorthand for `gateway run -c FILE`).
     #[arg(short = 'c', long = "config", value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Take over the listening sockets of a running gateway (see `run --upgrade`).
+    #[arg(short = 'u', long)]
+    upgrade: bool,
 }
 
 #[derive(Subcommand)]
@@ -23,6 +26,11 @@ enum Command {
         /// The main config file.
         #[arg(short = 'c', long = "config", value_name = "FILE")]
         config: PathBuf,
+        /// Zero-downtime upgrade: take over the listening sockets of the
+        /// running gateway through `gateway.upgrade_sock`, then send that
+        /// process SIGQUIT; it drains and exits.
+        #[arg(short = 'u', long)]
+        upgrade: bool,
     },
     /// Check a config file and print every problem as file:line:column.
     Validate {
@@ -46,13 +54,18 @@ fn init_logging() {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     pingora::tls::install_default_crypto_provider();
+    let mut upgrade = cli.upgrade;
     let (path, run) = match (cli.command, cli.config) {
         (Some(Command::Schema), _) => {
             print!("{}", gateway::config::json_schema());
             return ExitCode::SUCCESS;
         }
         (Some(Command::Validate { config }), _) => (config, false),
-        (Some(Command::Run { config }), _) | (None, Some(config)) => (config, true),
+        (Some(Command::Run { config, upgrade: u }), _) => {
+            upgrade |= u;
+            (config, true)
+        }
+        (None, Some(config)) => (config, true),
         (None, None) => {
             eprintln!("usage: gateway run -c FILE | gateway validate -c FILE | gateway schema (see --help)");
             return ExitCode::from(2);
@@ -79,8 +92,14 @@ fn main() -> ExitCode {
     }
     init_logging();
     gateway::access_log::init();
-    let gateway = Arc::new(gateway::Gateway::new(path, runtime));
-    match gateway::server::run(gateway) {
+    let gateway = match gateway::Gateway::new(path, runtime) {
+        Ok(g) => Arc::new(g),
+        Err(e) => {
+            eprintln!("gateway: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match gateway::server::run(gateway, upgrade) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("gateway: {e:#}");

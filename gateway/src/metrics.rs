@@ -25,6 +25,12 @@ pub struct Metrics {
     pub active_requests: IntGauge,
     /// `gateway_access_log_dropped_total`: lines dropped because the writer lagged.
     pub access_log_dropped: IntCounter,
+    /// `gateway_config_reloads_total{result}`: success, error, unchanged.
+    pub config_reloads: IntCounterVec,
+    /// `gateway_config_generation`: generation of the serving config.
+    pub config_generation: IntGauge,
+    /// `gateway_config_last_reload_success_timestamp_seconds`
+    pub config_last_success: prometheus::Gauge,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -80,6 +86,24 @@ impl Metrics {
             "Access-log lines dropped because the writer could not keep up.",
         )
         .expect("static metric definition");
+        let config_reloads = IntCounterVec::new(
+            Opts::new(
+                "gateway_config_reloads_total",
+                "Config reload attempts, by result (success, error, unchanged).",
+            ),
+            &["result"],
+        )
+        .expect("static metric definition");
+        let config_generation = IntGauge::new(
+            "gateway_config_generation",
+            "Generation of the serving config (1 = the one the process started with).",
+        )
+        .expect("static metric definition");
+        let config_last_success = prometheus::Gauge::new(
+            "gateway_config_last_reload_success_timestamp_seconds",
+            "Unix time the serving config was applied.",
+        )
+        .expect("static metric definition");
         let build_info = IntGaugeVec::new(
             Opts::new(
                 "gateway_build_info",
@@ -99,6 +123,9 @@ impl Metrics {
             Box::new(retries.clone()),
             Box::new(active_requests.clone()),
             Box::new(access_log_dropped.clone()),
+            Box::new(config_reloads.clone()),
+            Box::new(config_generation.clone()),
+            Box::new(config_last_success.clone()),
             Box::new(build_info),
         ] {
             registry.register(c).expect("metric names are unique");
@@ -112,6 +139,9 @@ impl Metrics {
             retries,
             active_requests,
             access_log_dropped,
+            config_reloads,
+            config_generation,
+            config_last_success,
         }
     }
 

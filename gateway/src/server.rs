@@ -2,6 +2,12 @@
 //! service, threads and shutdown settings.
 
 use std::sync::Arc;
+use std::time::Duration;
+
+use pingora::listeners::TlsAccept;
+use pingora::server::configuration::Opt;
+use pingora::server::ExecutionPhase;
+use tokio::sync::broadcast::error::RecvError;
 
 use pingora::apps::http_app::HttpServer;
 use pingora::apps::HttpServerOptions;
@@ -11,11 +17,69 @@ use pingora::server::Server;
 use pingora::services::listening::Service;
 
 use crate::admin::AdminApp;
+use crate::metrics::METRICS;
 use crate::proxy::GatewayProxy;
 use crate::Gateway;
 
-/// Builds the server for `gateway` and runs it until shutdown. Never returns.
-pub fn run(gateway: Arc<Gateway>) -> anyhow::Result<()> {
+/// TLS handshake hooks; none yet (identity extraction will live here).
+struct ListenerTlsHooks;
+
+#[async_trait::async_trait]
+impl TlsAccept for ListenerTlsHooks {}
+
+/// After a graceful shutdown started (SIGTERM, or SIGQUIT once the sockets
+/// were handed to the new process), Pingora sleeps for the whole grace
+/// period. Exit as soon as no request is in flight instead; the grace period
+/// (`gateway.drain_timeout`) stays the upper bound.
+///
+/// From the first shutdown or upgrade signal on, responses also close their
+/// connection (`gateway.draining`): during an upgrade the old process keeps
+/// serving for a few seconds while the new one takes over, and clients that
+/// were told to close move over without racing the final cut of idle
+/// keep-alive connections.
+fn exit_when_drained(
+    gateway: Arc<Gateway>,
+    mut phases: tokio::sync::broadcast::Receiver<ExecutionPhase>,
+) {
+    let spawned = std::thread::Builder::new()
+        .name("drain".into())
+        .spawn(move || loop {
+            match phases.blocking_recv() {
+                Ok(
+                    ExecutionPhase::GracefulUpgradeTransferringFds
+                    | ExecutionPhase::GracefulTerminate,
+                ) => {
+                    gateway
+                        .draining
+                        .store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+                Ok(ExecutionPhase::ShutdownGracePeriod) => {
+                    let mut idle_polls = 0;
+                    while idle_polls < 4 {
+                        std::thread::sleep(Duration::from_millis(50));
+                        idle_polls = if METRICS.active_requests.get() == 0 {
+                            idle_polls + 1
+                        } else {
+                            0
+                        };
+                    }
+                    tracing::info!("drained: no request in flight, exiting");
+                    crate::access_log::flush(Duration::from_secs(1));
+                    std::process::exit(0);
+                }
+                Ok(_) | Err(RecvError::Lagged(_)) => {}
+                Err(RecvError::Closed) => return,
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!("cannot watch shutdown phases ({e}); shutdown waits the full drain_timeout");
+    }
+}
+
+/// Builds the server for `gateway` and runs it until shutdown. With
+/// `upgrade`, the listening sockets are taken over from the running process
+/// (Pingora's zero-downtime upgrade; send that process SIGQUIT).
+pub fn run(gateway: Arc<Gateway>, upgrade: bool) -> anyhow::Result<()> {
     let runtime = gateway.runtime.load_full();
     let settings = &runtime.config.gateway;
     let conf = ServerConf {
@@ -25,10 +89,19 @@ pub fn run(gateway: Arc<Gateway>) -> anyhow::Result<()> {
         // Pingora's default grace period is 300 s; ours is configurable and short.
         grace_period_seconds: Some(settings.drain_timeout.get().as_secs()),
         graceful_shutdown_timeout_seconds: Some(1),
+        upgrade_sock: settings
+            .upgrade_sock
+            .clone()
+            .unwrap_or_else(|| format!("/tmp/gateway-{}-upgrade.sock", settings.name)),
         ..ServerConf::default()
     };
-    let mut server = Server::new_with_opt_and_conf(None, conf);
+    let opt = Opt {
+        upgrade,
+        ..Opt::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(Some(opt), conf);
     server.bootstrap();
+    exit_when_drained(gateway.clone(), server.watch_execution_phase());
 
     for l in &runtime.listeners {
         let app = GatewayProxy::new(l.name.clone(), l.tls.is_some(), gateway.clone());
@@ -40,11 +113,12 @@ pub fn run(gateway: Arc<Gateway>) -> anyhow::Result<()> {
         let addr = l.addr.to_string();
         match &l.tls {
             Some(t) => {
-                // Files were checked when the config was compiled; Pingora
-                // would panic on a bad one.
-                let mut tls =
-                    TlsSettings::intermediate(&t.cert.to_string_lossy(), &t.key.to_string_lossy())
-                        .map_err(|e| anyhow::anyhow!("listener `{}`: {e}", l.name))?;
+                let Some(resolver) = gateway.listener_certs.get(&*l.name) else {
+                    anyhow::bail!("listener `{}`: certificate not loaded", l.name);
+                };
+                let mut tls = TlsSettings::with_callbacks(Box::new(ListenerTlsHooks))
+                    .map_err(|e| anyhow::anyhow!("listener `{}`: {e}", l.name))?;
+                tls.set_cert_resolver(resolver.clone());
                 if t.h2 {
                     tls.enable_h2();
                 }
@@ -72,6 +146,7 @@ pub fn run(gateway: Arc<Gateway>) -> anyhow::Result<()> {
     admin.threads = Some(1);
     server.add_service(admin);
 
+    crate::reload::spawn(gateway.clone())?;
     tracing::info!(
         listeners = runtime.listeners.len(),
         admin = %runtime.admin_addr,

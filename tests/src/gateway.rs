@@ -213,6 +213,16 @@ impl Gateway {
     }
 
     fn launch(dir: TempDir, yaml: &str, args: &[&str]) -> Gateway {
+        let mut gw = Self::spawn_only(dir, yaml, args);
+        gw.wait_ready();
+        gw
+    }
+
+    /// Starts `gateway ARGS... -c DIR/gateway.yaml` and returns at once,
+    /// without waiting for readiness (e.g. `run --upgrade`, which waits for
+    /// the old process to hand over its sockets). Call
+    /// [`Gateway::wait_until_ready`] afterwards.
+    pub fn spawn_only(dir: TempDir, yaml: &str, args: &[&str]) -> Gateway {
         let admin = admin_addr_of(yaml);
         let config = dir.path().join("gateway.yaml");
         std::fs::write(&config, yaml).expect("write gateway.yaml");
@@ -229,9 +239,49 @@ impl Gateway {
             .stderr(stderr)
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {}: {e}", gateway_bin().display()));
-        let mut gw = Gateway { child, dir, admin };
-        gw.wait_ready();
-        gw
+        Gateway { child, dir, admin }
+    }
+
+    /// Waits for `/readyz` and for every listener to accept connections.
+    pub fn wait_until_ready(&mut self) {
+        self.wait_ready();
+        self.wait_listeners();
+    }
+
+    /// The gateway's process id (to send it signals).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends `signal` (e.g. `"HUP"`, `"TERM"`, `"QUIT"`) with `kill(1)`.
+    pub fn signal(&self, signal: &str) {
+        let ok = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.pid().to_string())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(ok, "kill -{signal} {} failed", self.pid());
+    }
+
+    /// Waits up to `limit` for the process to exit; returns its exit code.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status.code().unwrap_or(-1));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// Writes `text` to `name` in the gateway's directory atomically
+    /// (temporary file + rename, as editors and GitOps tools do).
+    pub fn write_file(&self, name: &str, text: &str) {
+        let tmp = self.dir.path().join(format!(".{name}.tmp"));
+        std::fs::write(&tmp, text).expect("write temporary file");
+        std::fs::rename(&tmp, self.dir.path().join(name)).expect("rename into place");
     }
 
     fn wait_ready(&mut self) {

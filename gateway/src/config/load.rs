@@ -77,14 +77,34 @@ struct SourceFile {
     map: SourceMap,
 }
 
+/// The directory part of a glob: the longest leading path without wildcards.
+pub fn glob_dir(pattern: &Path) -> PathBuf {
+    let mut dir = PathBuf::new();
+    for c in pattern.components() {
+        let s = c.as_os_str().to_string_lossy();
+        if s.contains(['*', '?', '[', '{']) {
+            return dir;
+        }
+        dir.push(c);
+    }
+    dir.parent().map(Path::to_path_buf).unwrap_or(dir)
+}
+
 /// Where the pieces of a merged config came from.
 pub struct Sources {
     files: Vec<SourceFile>,
     /// Per section: for each merged item, (file index, index within that file).
     origins: [Vec<(usize, usize)>; 3],
+    /// The `include:` globs, as full patterns.
+    include_globs: Vec<PathBuf>,
 }
 
 impl Sources {
+    /// The `include:` globs, as full patterns.
+    pub fn include_globs(&self) -> Vec<PathBuf> {
+        self.include_globs.clone()
+    }
+
     /// Every file that contributed to the config, main file first.
     pub fn files(&self) -> impl Iterator<Item = &Path> {
         self.files.iter().map(|f| f.path.as_path())
@@ -208,6 +228,7 @@ pub fn load(path: &Path) -> Result<LoadedConfig, Diagnostics> {
             map,
         }],
         origins: Default::default(),
+        include_globs: Vec::new(),
     };
     for (section, len) in [
         (Section::Listeners, config.listeners.len()),
@@ -225,6 +246,7 @@ pub fn load(path: &Path) -> Result<LoadedConfig, Diagnostics> {
         } else {
             base.join(pattern)
         };
+        sources.include_globs.push(full.clone());
         let matches = match glob::glob(&full.to_string_lossy()) {
             Ok(m) => m,
             Err(e) => {

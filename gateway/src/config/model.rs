@@ -50,9 +50,14 @@ pub struct GatewaySettings {
     /// Worker threads per listener; default: the number of CPUs.
     #[serde(default)]
     pub threads: Option<usize>,
-    /// How long a graceful shutdown (SIGTERM) lets in-flight requests finish.
+    /// How long a graceful shutdown (SIGTERM) lets in-flight requests
+    /// finish; the process exits earlier once none is left.
     #[serde(default = "default_drain_timeout")]
     pub drain_timeout: Duration,
+    /// Unix socket for handing listening sockets to a new process
+    /// (`gateway run --upgrade`); default `/tmp/gateway-<name>-upgrade.sock`.
+    #[serde(default)]
+    pub upgrade_sock: Option<String>,
 }
 
 impl Default for GatewaySettings {
@@ -62,6 +67,7 @@ impl Default for GatewaySettings {
             locality: Locality::default(),
             threads: None,
             drain_timeout: default_drain_timeout(),
+            upgrade_sock: None,
         }
     }
 }

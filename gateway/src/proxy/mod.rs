@@ -99,6 +99,13 @@ impl ProxyHttp for GatewayProxy {
     ) -> pingora::Result<bool> {
         METRICS.active_requests.inc();
         ctx.counted = true;
+        if self
+            .gateway
+            .draining
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            session.set_keepalive(None);
+        }
         ctx.client_ip = session
             .client_addr()
             .and_then(|a| a.as_inet())
@@ -408,7 +415,7 @@ impl ProxyHttp for GatewayProxy {
             .request_duration
             .with_label_values(&[route])
             .observe(elapsed.as_secs_f64());
-        if !self.gateway.access_log {
+        if !ctx.runtime.config.telemetry.access_log.enabled {
             return;
         }
         let req = session.req_header();

@@ -38,6 +38,9 @@ pub struct Endpoint {
 pub struct Cluster {
     /// Cluster name.
     pub name: Arc<str>,
+    /// Hash of the definition; equal fingerprints let a reload keep this
+    /// cluster and its state.
+    pub fingerprint: u64,
     /// Endpoints in config order.
     pub endpoints: Vec<Arc<Endpoint>>,
     /// Balancing policy.
@@ -157,6 +160,7 @@ fn smooth_schedule(weights: &[u32]) -> Vec<usize> {
 impl Cluster {
     /// Builds a cluster from resolved endpoints.
     pub fn new(
+        fingerprint: u64,
         name: &str,
         lb: LbPolicy,
         hash_on: HashOn,
@@ -175,6 +179,7 @@ impl Cluster {
             .collect();
         Cluster {
             name: name.into(),
+            fingerprint,
             schedule: smooth_schedule(&weights),
             rr_next: AtomicUsize::new(0),
             cumulative,
@@ -326,6 +331,7 @@ mod tests {
             })
             .collect();
         Cluster::new(
+            0,
             "c",
             lb,
             HashOn::default(),

@@ -8,8 +8,9 @@ pub mod route;
 pub mod tls;
 
 use std::collections::{HashMap, HashSet};
+use std::hash::{Hash, Hasher};
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -62,13 +63,65 @@ pub struct Runtime {
     pub admin_addr: SocketAddr,
     /// The effective config (for the admin `/config` endpoint).
     pub config: Arc<Config>,
+    /// Reload generation (1 for the config the process started with).
+    pub generation: u64,
+    /// Hash over every source file: config files and the files they name.
+    pub sources_hash: u64,
+    /// Files whose change triggers a reload (config files and referenced files).
+    pub watch_files: Vec<PathBuf>,
+    /// The `include:` globs (new matching files trigger a reload).
+    pub watch_globs: Vec<PathBuf>,
 }
 
-/// Compiles (and so validates) a loaded config.
-pub fn compile(loaded: &LoadedConfig) -> Result<Runtime, Diagnostics> {
+/// Files named by the config (certificates, keys, CA bundles), resolved.
+pub fn referenced_files(loaded: &LoadedConfig) -> Vec<PathBuf> {
+    let src = &loaded.sources;
+    let mut out = Vec::new();
+    for (i, l) in loaded.config.listeners.iter().enumerate() {
+        if let Some(t) = &l.tls {
+            out.push(src.resolve(Section::Listeners, i, &t.cert));
+            out.push(src.resolve(Section::Listeners, i, &t.key));
+        }
+    }
+    for (i, c) in loaded.config.clusters.iter().enumerate() {
+        if let Some(t) = &c.tls {
+            for f in [&t.ca, &t.cert, &t.key].into_iter().flatten() {
+                out.push(src.resolve(Section::Clusters, i, f));
+            }
+        }
+    }
+    out
+}
+
+/// Every file a change of which should reload this config: the config
+/// files themselves and the files they name.
+pub fn watched_files(loaded: &LoadedConfig) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = loaded.sources.files().map(Path::to_path_buf).collect();
+    files.extend(referenced_files(loaded));
+    files.sort();
+    files.dedup();
+    files
+}
+
+/// Hash of the contents of `paths` (unreadable files hash as absent).
+pub fn hash_files<'a>(paths: impl IntoIterator<Item = &'a PathBuf>) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for p in paths {
+        p.hash(&mut h);
+        std::fs::read(p).ok().hash(&mut h);
+    }
+    h.finish()
+}
+
+/// Compiles (and so validates) a loaded config. Clusters whose definition
+/// (config and the files it names) is unchanged from `previous` are carried
+/// over as they are, with their live state (LB position, counters, and
+/// later health and outlier status).
+pub fn compile(loaded: &LoadedConfig, previous: Option<&Runtime>) -> Result<Runtime, Diagnostics> {
     let mut c = Compiler {
         src: &loaded.sources,
         errors: Vec::new(),
+        previous,
     };
     let cfg = &loaded.config;
     let admin_addr = c.socket_addr(cfg.admin.listen.as_str(), |s, m| s.top("admin.listen", m));
@@ -78,18 +131,24 @@ pub fn compile(loaded: &LoadedConfig) -> Result<Runtime, Diagnostics> {
     if !c.errors.is_empty() {
         return Err(Diagnostics(c.errors));
     }
+    let watch_files = watched_files(loaded);
     Ok(Runtime {
         router: Router { routes },
         clusters,
         listeners,
         admin_addr: admin_addr.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9901))),
         config: Arc::new(cfg.clone()),
+        generation: 1,
+        sources_hash: hash_files(&watch_files),
+        watch_globs: loaded.sources.include_globs(),
+        watch_files,
     })
 }
 
 struct Compiler<'a> {
     src: &'a Sources,
     errors: Vec<Diagnostic>,
+    previous: Option<&'a Runtime>,
 }
 
 fn anchored(re: &str) -> Result<Regex, String> {
@@ -237,8 +296,13 @@ impl Compiler<'_> {
         let mut out = HashMap::new();
         for (i, c) in cfg.clusters.iter().enumerate() {
             if let Some(cluster) = self.cluster(i, c) {
+                let kept = self
+                    .previous
+                    .and_then(|p| p.clusters.get(&c.name))
+                    .filter(|old| old.fingerprint == cluster.fingerprint)
+                    .cloned();
                 out.entry(c.name.clone())
-                    .or_insert_with(|| Arc::new(cluster));
+                    .or_insert_with(|| kept.unwrap_or_else(|| Arc::new(cluster)));
             }
         }
         out
@@ -299,6 +363,7 @@ impl Compiler<'_> {
                 "`protocol: auto` negotiates by ALPN and needs `tls`; use `http2` for h2c",
             );
         }
+        let mut files: Vec<PathBuf> = Vec::new();
         if let Some(t) = &c.tls {
             if t.sni.trim().is_empty() {
                 self.err(
@@ -310,7 +375,9 @@ impl Compiler<'_> {
             }
             settings.tls_sni = Some(t.sni.clone());
             if let Some(ca) = &t.ca {
-                match tls::load_ca_bundle(&self.src.resolve(Section::Clusters, i, ca)) {
+                let ca = self.src.resolve(Section::Clusters, i, ca);
+                files.push(ca.clone());
+                match tls::load_ca_bundle(&ca) {
                     Ok(b) => settings.ca = Some(b),
                     Err(m) => self.err(Section::Clusters, i, "tls.ca", m),
                 }
@@ -321,6 +388,7 @@ impl Compiler<'_> {
                         self.src.resolve(Section::Clusters, i, cert),
                         self.src.resolve(Section::Clusters, i, key),
                     );
+                    files.extend([cert.clone(), key.clone()]);
                     match tls::check_cert_pair(&cert, &key).and_then(|()| {
                         tls::load_cert_key(&cert, &key).map_err(|e| vec![(tls::PairPart::Cert, e)])
                     }) {
@@ -398,7 +466,18 @@ impl Compiler<'_> {
         if self.errors.len() != before {
             return None;
         }
+        // Same config, same files, same resolved addresses => same cluster.
+        let fingerprint = {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            serde_json::to_string(c).unwrap_or_default().hash(&mut h);
+            hash_files(&files).hash(&mut h);
+            for e in &endpoints {
+                e.addr.hash(&mut h);
+            }
+            h.finish()
+        };
         Some(Cluster::new(
+            fingerprint,
             &c.name,
             c.lb,
             c.hash_on.clone().unwrap_or_default(),

@@ -5,7 +5,8 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use pingora::tls::ServerConfig;
+use pingora::tls::sign::CertifiedKey;
+use pingora::tls::{ClientHello, CryptoProvider, ResolvesServerCert, ServerConfig};
 use pingora::utils::tls::{CertKey, WrappedX509};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
@@ -107,4 +108,52 @@ pub fn load_cert_key(cert: &Path, key: &Path) -> Result<Arc<CertKey>, String> {
         certs.into_iter().map(|c| c.to_vec()).collect(),
         key_der.secret_der().to_vec(),
     )))
+}
+
+/// A listener's certificate, served from an arc-swapped key so a reload can
+/// rotate it: the next handshake presents the new certificate, handshakes in
+/// progress finish with the old one.
+#[derive(Debug)]
+pub struct CertResolver {
+    current: arc_swap::ArcSwap<CertifiedKey>,
+}
+
+fn certified_key(cert: &Path, key: &Path) -> Result<CertifiedKey, String> {
+    let certs = load_certs(cert)?;
+    let key_der = load_key(key)?;
+    pingora::tls::install_default_crypto_provider();
+    let provider = CryptoProvider::get_default().ok_or("no TLS crypto provider installed")?;
+    CertifiedKey::from_der(certs, key_der, provider).map_err(|e| {
+        format!(
+            "certificate `{}` and key `{}` cannot be used together: {e}",
+            cert.display(),
+            key.display()
+        )
+    })
+}
+
+impl CertResolver {
+    /// Loads the initial certificate and key.
+    pub fn load(cert: &Path, key: &Path) -> Result<Self, String> {
+        Ok(CertResolver {
+            current: arc_swap::ArcSwap::from_pointee(certified_key(cert, key)?),
+        })
+    }
+
+    /// Replaces the certificate when the files now hold a different one.
+    /// Returns whether it changed.
+    pub fn rotate(&self, cert: &Path, key: &Path) -> Result<bool, String> {
+        let new = certified_key(cert, key)?;
+        if new.cert == self.current.load().cert {
+            return Ok(false);
+        }
+        self.current.store(Arc::new(new));
+        Ok(true)
+    }
+}
+
+impl ResolvesServerCert for CertResolver {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current.load_full())
+    }
 }
