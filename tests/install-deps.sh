@@ -3,6 +3,7 @@
 # Ubuntu machine. Idempotent: installs only what is missing.
 #   - cmake, a C toolchain, pkg-config: Pingora's zlib-ng and aws-lc builds
 #   - curl: the integration tests use it as a real client
+#   - redis-server: fleet rate-limit tests start their own on a loopback port
 #   - Rust (rustup, stable) when cargo is missing
 set -euo pipefail
 
@@ -11,6 +12,7 @@ command -v cmake >/dev/null 2>&1 || need+=(cmake)
 command -v cc >/dev/null 2>&1 || need+=(build-essential)
 command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
 command -v curl >/dev/null 2>&1 || need+=(curl)
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 [ -e /etc/ssl/certs/ca-certificates.crt ] || need+=(ca-certificates)
 
 if [ ${#need[@]} -gt 0 ]; then

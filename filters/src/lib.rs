@@ -4,3 +4,4 @@
 //! they are tested without one.
 
 pub mod headers;
+pub mod ratelimit;

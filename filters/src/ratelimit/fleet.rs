@@ -1,0 +1,339 @@
+//! Fleet enforcement: one GCRA per key in Redis, shared by every instance.
+//!
+//! Every request makes at most one Redis call (`EVALSHA` of a Lua script that
+//! runs the GCRA step for all fleet rules of the route atomically, falling
+//! back to `EVAL` when Redis lost the script), bounded by the store timeout.
+//! The time source is Redis's own clock (`TIME`), so instances need no clock
+//! agreement. Keys expire when their bucket has refilled.
+//!
+//! The connection is a multiplexed one, owned by a small background thread
+//! (`ratelimit-redis`, its own Tokio runtime) that connects, reconnects with
+//! backoff and preloads the script, never on the request path. While it is
+//! down, calls fail at once (no waiting) and `on_store_error` decides.
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use redis::aio::MultiplexedConnection;
+use redis::AsyncConnectionConfig;
+use tokio::sync::Notify;
+use tokio::time::timeout;
+
+use super::store_config::StoreConfig;
+
+/// GCRA for every key of one request. KEYS[i]: a bucket; ARGV[2i-1]: the
+/// emission interval in microseconds; ARGV[2i]: the burst. Returns, per key,
+/// allowed (1|0), remaining, and microseconds until the next request is
+/// available (the wait when limited). The stored value is the theoretical
+/// arrival time (TAT) in microseconds of Redis time.
+const GCRA_LUA: &str = r#"
+if redis.replicate_commands then redis.replicate_commands() end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local out = {}
+for i, key in ipairs(KEYS) do
+  local interval = tonumber(ARGV[2 * i - 1])
+  local burst = tonumber(ARGV[2 * i])
+  local tat = tonumber(redis.call('GET', key))
+  if tat == nil or tat < now then tat = now end
+  local ahead = tat + interval - now
+  local limit = interval * burst
+  if ahead <= limit then
+    redis.call('SET', key, string.format('%d', tat + interval),
+      'PX', string.format('%d', math.ceil(ahead / 1000)))
+    out[#out + 1] = 1
+    out[#out + 1] = math.floor((limit - ahead) / interval)
+    out[#out + 1] = (ahead - 1) % interval + 1
+  else
+    out[#out + 1] = 0
+    out[#out + 1] = 0
+    out[#out + 1] = ahead - limit
+  end
+end
+return out
+"#;
+
+/// Consecutive timeouts after which the connection is replaced.
+const TIMEOUTS_BEFORE_RECONNECT: u32 = 3;
+const BACKOFF_MIN: Duration = Duration::from_millis(50);
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
+
+/// Why a store call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// No `rate_limit_store` is configured but a fleet rule ran.
+    #[error("no rate_limit_store configured")]
+    NotConfigured,
+    /// The connection is down (reconnecting in the background).
+    #[error("not connected to Redis")]
+    NotConnected,
+    /// No answer within the store timeout.
+    #[error("Redis did not answer within {0:?}")]
+    Timeout(Duration),
+    /// Redis answered with an error, or the connection broke.
+    #[error("Redis error: {0}")]
+    Redis(String),
+    /// The script's answer had an unexpected shape.
+    #[error("unexpected answer from the rate-limit script")]
+    BadReply,
+}
+
+/// One bucket to check in a store call.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct FleetCall {
+    pub(crate) key: String,
+    pub(crate) interval_us: u64,
+    pub(crate) burst: u32,
+}
+
+/// The answer for one bucket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct FleetReply {
+    pub(crate) allowed: bool,
+    pub(crate) remaining: u32,
+    pub(crate) reset: Duration,
+}
+
+struct Slot {
+    generation: u64,
+    conn: Option<MultiplexedConnection>,
+}
+
+struct Shared {
+    config: StoreConfig,
+    client: redis::Client,
+    script: redis::Script,
+    slot: Mutex<Slot>,
+    wake: Notify,
+    errors: AtomicU64,
+    timeouts_in_a_row: AtomicU32,
+}
+
+impl Shared {
+    fn slot(&self) -> MutexGuard<'_, Slot> {
+        self.slot.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+    /// Drops the connection of `generation` (if still current) and asks the
+    /// background thread for a new one.
+    fn reconnect(&self, generation: u64) {
+        let mut slot = self.slot();
+        if slot.generation == generation {
+            slot.conn = None;
+        }
+        drop(slot);
+        self.wake.notify_one();
+    }
+}
+
+/// Stops the background thread when the last handle goes.
+struct StopOnDrop(Arc<Notify>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.notify_one();
+    }
+}
+
+/// The Redis store of fleet rules. Create it once per `rate_limit_store`
+/// config (off the request path) and share it; clones are cheap. Keep the
+/// old one across reloads when [`config`](Self::config) is unchanged.
+#[derive(Clone)]
+pub struct RedisStore {
+    shared: Arc<Shared>,
+    _stop: Arc<StopOnDrop>,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("config", &self.shared.config)
+            .field("connected", &self.is_connected())
+            .finish()
+    }
+}
+
+impl RedisStore {
+    /// Validates the config and starts connecting in the background. Does
+    /// not wait for Redis and needs no Tokio runtime.
+    pub fn new(config: &StoreConfig) -> Result<Self, Vec<String>> {
+        let errors = config.validate();
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        let client = redis::Client::open(config.redis.as_str())
+            .map_err(|e| vec![format!("rate_limit_store.redis: invalid URL: {e}")])?;
+        let shared = Arc::new(Shared {
+            config: config.clone(),
+            client,
+            script: redis::Script::new(GCRA_LUA),
+            slot: Mutex::new(Slot {
+                generation: 0,
+                conn: None,
+            }),
+            wake: Notify::new(),
+            errors: AtomicU64::new(0),
+            timeouts_in_a_row: AtomicU32::new(0),
+        });
+        let stop = Arc::new(Notify::new());
+        let (thread_shared, thread_stop) = (shared.clone(), stop.clone());
+        std::thread::Builder::new()
+            .name("ratelimit-redis".into())
+            .spawn(move || {
+                let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                else {
+                    return;
+                };
+                rt.block_on(async move {
+                    tokio::select! {
+                        _ = thread_stop.notified() => {}
+                        _ = connection_loop(thread_shared) => {}
+                    }
+                });
+            })
+            .map_err(|e| {
+                vec![format!(
+                    "rate_limit_store: cannot start the Redis thread: {e}"
+                )]
+            })?;
+        Ok(RedisStore {
+            shared,
+            _stop: Arc::new(StopOnDrop(stop)),
+        })
+    }
+
+    /// The config this store was built from.
+    pub fn config(&self) -> &StoreConfig {
+        &self.shared.config
+    }
+
+    /// Failed store calls since creation (errors, timeouts, not connected):
+    /// the source of `gateway_ratelimit_store_errors_total`.
+    pub fn store_errors(&self) -> u64 {
+        self.shared.errors.load(Ordering::Relaxed)
+    }
+
+    /// Whether a connection is currently up.
+    pub fn is_connected(&self) -> bool {
+        self.shared.slot().conn.is_some()
+    }
+
+    /// Waits up to `within` for the connection (startup, tests).
+    pub async fn wait_connected(&self, within: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        while !self.is_connected() {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        true
+    }
+
+    pub(crate) fn key_prefix(&self) -> &str {
+        self.shared.config.key_prefix()
+    }
+
+    /// Runs the GCRA step for `calls` in one round trip, within the timeout.
+    pub(crate) async fn run(&self, calls: &[FleetCall]) -> Result<Vec<FleetReply>, StoreError> {
+        let result = self.try_run(calls).await;
+        if result.is_err() {
+            self.shared.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        result
+    }
+
+    async fn try_run(&self, calls: &[FleetCall]) -> Result<Vec<FleetReply>, StoreError> {
+        let sh = &self.shared;
+        let (generation, conn) = {
+            let slot = sh.slot();
+            (slot.generation, slot.conn.clone())
+        };
+        let Some(mut conn) = conn else {
+            sh.wake.notify_one();
+            return Err(StoreError::NotConnected);
+        };
+        let mut inv = sh.script.prepare_invoke();
+        for c in calls {
+            inv.key(c.key.as_str());
+        }
+        for c in calls {
+            inv.arg(c.interval_us).arg(c.burst);
+        }
+        let limit = sh.config.timeout();
+        match timeout(limit, inv.invoke_async::<Vec<i64>>(&mut conn)).await {
+            Ok(Ok(v)) => {
+                sh.timeouts_in_a_row.store(0, Ordering::Relaxed);
+                parse_replies(&v, calls.len()).ok_or(StoreError::BadReply)
+            }
+            Ok(Err(e)) => {
+                if e.is_io_error()
+                    || e.is_connection_dropped()
+                    || e.is_connection_refusal()
+                    || e.is_unrecoverable_error()
+                {
+                    sh.reconnect(generation);
+                }
+                Err(StoreError::Redis(e.to_string()))
+            }
+            Err(_) => {
+                if sh.timeouts_in_a_row.fetch_add(1, Ordering::Relaxed) + 1
+                    >= TIMEOUTS_BEFORE_RECONNECT
+                {
+                    sh.timeouts_in_a_row.store(0, Ordering::Relaxed);
+                    sh.reconnect(generation);
+                }
+                Err(StoreError::Timeout(limit))
+            }
+        }
+    }
+}
+
+fn parse_replies(v: &[i64], n: usize) -> Option<Vec<FleetReply>> {
+    if v.len() != 3 * n {
+        return None;
+    }
+    v.chunks_exact(3)
+        .map(|c| {
+            Some(FleetReply {
+                allowed: c[0] == 1,
+                remaining: u32::try_from(c[1].max(0)).unwrap_or(u32::MAX),
+                reset: Duration::from_micros(u64::try_from(c[2]).ok()?),
+            })
+        })
+        .collect()
+}
+
+/// Keeps a connection in the slot: connects (with backoff) whenever it is
+/// empty, then sleeps until a caller reports it broken.
+async fn connection_loop(sh: Arc<Shared>) {
+    let mut backoff = BACKOFF_MIN;
+    let cfg =
+        AsyncConnectionConfig::new().set_connection_timeout(Some(sh.config.connect_timeout()));
+    loop {
+        if sh.slot().conn.is_some() {
+            sh.wake.notified().await;
+            continue;
+        }
+        let connect = sh.client.get_multiplexed_async_connection_with_config(&cfg);
+        match timeout(sh.config.connect_timeout(), connect).await {
+            Ok(Ok(mut conn)) => {
+                // Preload so requests start with a plain EVALSHA; a failure
+                // here is harmless (invoke falls back to EVAL + load).
+                let _ = timeout(sh.config.connect_timeout(), sh.script.load_async(&mut conn)).await;
+                let mut slot = sh.slot();
+                slot.generation += 1;
+                slot.conn = Some(conn);
+                drop(slot);
+                sh.timeouts_in_a_row.store(0, Ordering::Relaxed);
+                backoff = BACKOFF_MIN;
+            }
+            _ => {
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+            }
+        }
+    }
+}
