@@ -28,13 +28,23 @@ fn versioned(
             v % 5 + 1
         )
     };
+    // Every third version moves cluster `a` onto both upstreams.
+    let a_endpoints = if v.is_multiple_of(3) {
+        format!(
+            "{{address: \"{}\"}}, {{address: \"{}\"}}",
+            a.address(),
+            b.address()
+        )
+    } else {
+        format!("{{address: \"{}\"}}", a.address())
+    };
     let mut text = tpl(
         r#"
 admin: {listen: "127.0.0.1:${admin}"}
 listeners:
   - {name: public, listen: "127.0.0.1:${port}"}
 clusters:
-  - {name: a, endpoints: [{address: "${a}"}]}
+  - {name: a, endpoints: [${a_endpoints}]}
   - {name: b, endpoints: [{address: "${b}"}]}
 routes:
   - name: extra-${v}
@@ -47,7 +57,7 @@ routes:
         &[
             ("admin", &admin),
             ("port", &port),
-            ("a", &a.address()),
+            ("a_endpoints", &a_endpoints),
             ("b", &b.address()),
             ("v", &v),
             ("backends", &backends),
