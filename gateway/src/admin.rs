@@ -41,9 +41,18 @@ fn reply(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Vec<
         .unwrap_or_default()
 }
 
-/// Replaces the values of secret-looking keys, recursively.
+/// Replaces the values of secret-looking keys, and passwords in URLs
+/// (`redis://user:secret@host`), recursively.
 pub fn redact(v: &mut serde_json::Value) {
     match v {
+        serde_json::Value::String(s) => {
+            if let Some((scheme, rest)) = s.split_once("://") {
+                if let Some((userinfo, host)) = rest.split_once('@') {
+                    let user = userinfo.split(':').next().unwrap_or("");
+                    *s = format!("{scheme}://{user}:<redacted>@{host}");
+                }
+            }
+        }
         serde_json::Value::Object(m) => {
             for (k, val) in m.iter_mut() {
                 if SECRET_KEYS.contains(&k.as_str()) && !val.is_null() {
@@ -191,5 +200,17 @@ mod tests {
         assert_eq!(v["a"]["secret"], "<redacted>");
         assert_eq!(v["a"]["name"], "x");
         assert_eq!(v["b"][0]["token"], "<redacted>");
+    }
+
+    #[test]
+    fn url_passwords_are_redacted() {
+        let mut v = serde_json::json!({"store": {"redis": "redis://app:hunter2@127.0.0.1:6379/0"},
+            "plain": "redis://127.0.0.1:6379"});
+        redact(&mut v);
+        assert_eq!(
+            v["store"]["redis"],
+            "redis://app:<redacted>@127.0.0.1:6379/0"
+        );
+        assert_eq!(v["plain"], "redis://127.0.0.1:6379");
     }
 }

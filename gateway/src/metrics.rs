@@ -25,6 +25,10 @@ pub struct Metrics {
     pub active_requests: IntGauge,
     /// `gateway_access_log_dropped_total`: lines dropped because the writer lagged.
     pub access_log_dropped: IntCounter,
+    /// `gateway_ratelimit_decisions_total{route,rule,decision}`
+    pub ratelimit_decisions: IntCounterVec,
+    /// `gateway_ratelimit_store_errors_total`
+    pub ratelimit_store_errors: IntCounter,
     /// `gateway_config_reloads_total{result}`: success, error, unchanged.
     pub config_reloads: IntCounterVec,
     /// `gateway_config_generation`: generation of the serving config.
@@ -86,6 +90,19 @@ impl Metrics {
             "Access-log lines dropped because the writer could not keep up.",
         )
         .expect("static metric definition");
+        let ratelimit_decisions = IntCounterVec::new(
+            Opts::new(
+                "gateway_ratelimit_decisions_total",
+                "Rate-limit rule decisions (allowed, limited, would_limit, no_key), by route and rule.",
+            ),
+            &["route", "rule", "decision"],
+        )
+        .expect("static metric definition");
+        let ratelimit_store_errors = IntCounter::new(
+            "gateway_ratelimit_store_errors_total",
+            "Requests whose fleet rate-limit store (Redis) call failed or timed out.",
+        )
+        .expect("static metric definition");
         let config_reloads = IntCounterVec::new(
             Opts::new(
                 "gateway_config_reloads_total",
@@ -123,6 +140,8 @@ impl Metrics {
             Box::new(retries.clone()),
             Box::new(active_requests.clone()),
             Box::new(access_log_dropped.clone()),
+            Box::new(ratelimit_decisions.clone()),
+            Box::new(ratelimit_store_errors.clone()),
             Box::new(config_reloads.clone()),
             Box::new(config_generation.clone()),
             Box::new(config_last_success.clone()),
@@ -139,6 +158,8 @@ impl Metrics {
             retries,
             active_requests,
             access_log_dropped,
+            ratelimit_decisions,
+            ratelimit_store_errors,
             config_reloads,
             config_generation,
             config_last_success,

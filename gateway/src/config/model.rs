@@ -31,6 +31,9 @@ pub struct Config {
     /// Access-log settings.
     #[serde(default)]
     pub telemetry: Telemetry,
+    /// Redis for `scope: fleet` rate limits (one quota for every gateway).
+    #[serde(default)]
+    pub rate_limit_store: Option<filters::ratelimit::StoreConfig>,
     /// Glob patterns (relative to this file) of further files whose
     /// `listeners`, `clusters` and `routes` are appended to this one's.
     #[serde(default)]
@@ -354,6 +357,9 @@ pub struct Route {
     /// Retry policy.
     #[serde(default)]
     pub retries: Option<RetryPolicy>,
+    /// Rate limits; every rule must allow the request (else 429).
+    #[serde(default)]
+    pub rate_limit: Vec<filters::ratelimit::RuleConfig>,
 }
 
 /// Match conditions of a route.

@@ -43,6 +43,8 @@ pub struct RequestCtx {
     pub retrying: bool,
     /// Counted in `gateway_active_requests`.
     pub counted: bool,
+    /// Rate-limit headers for the response of an allowed request.
+    pub ratelimit_headers: Option<filters::ratelimit::RateLimitHeaders>,
 }
 
 impl RequestCtx {
@@ -64,6 +66,7 @@ impl RequestCtx {
             status_retry: false,
             retrying: false,
             counted: false,
+            ratelimit_headers: None,
         }
     }
 

@@ -25,6 +25,7 @@ use crate::runtime::cluster::hash_key;
 use crate::runtime::route::Action;
 use crate::Gateway;
 use ctx::RequestCtx;
+use filters::ratelimit::SimpleRequestKeys;
 use forwarding::{Headers, REQUEST_ID};
 
 /// The proxy service of one listener.
@@ -134,6 +135,45 @@ impl ProxyHttp for GatewayProxy {
         };
         ctx.route = Some(idx);
         let route = &runtime.router.routes[idx];
+        if let Some(limits) = &route.rate_limits {
+            let decision = {
+                let keys = SimpleRequestKeys {
+                    client_ip: ctx.client_ip,
+                    headers: Some(&session.req_header().headers),
+                    claims: None,
+                    principal: None,
+                    route: &route.name,
+                };
+                limits
+                    .evaluate(&keys, runtime.rate_limit_store.as_deref())
+                    .await
+            };
+            for o in &decision.outcomes {
+                METRICS
+                    .ratelimit_decisions
+                    .with_label_values(&[&*route.name, &*o.rule, o.verdict.as_str()])
+                    .inc();
+            }
+            if decision.store_error {
+                METRICS.ratelimit_store_errors.inc();
+                tracing::warn!(route = %route.name, "rate-limit store unavailable; on_store_error applied");
+            }
+            let headers = decision.headers();
+            if !decision.allowed {
+                let extra = headers.map(|h| h.pairs()).unwrap_or_default();
+                respond::write(
+                    session,
+                    429,
+                    Bytes::from_static(b"rate limited\n"),
+                    &extra,
+                    Some(route),
+                    &ctx.request_id,
+                )
+                .await?;
+                return Ok(true);
+            }
+            ctx.ratelimit_headers = headers;
+        }
         match &route.action {
             Action::Direct(d) => {
                 respond::write(
@@ -296,6 +336,9 @@ impl ProxyHttp for GatewayProxy {
         forwarding::strip_hop_by_hop_response(resp);
         if let Some(route) = ctx.route() {
             route.response_headers.apply(&mut Headers(resp));
+        }
+        if let Some(h) = &ctx.ratelimit_headers {
+            h.apply(&mut Headers(resp));
         }
         resp.insert_header(REQUEST_ID, ctx.request_id.as_str())?;
         Ok(())

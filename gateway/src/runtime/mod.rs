@@ -71,6 +71,9 @@ pub struct Runtime {
     pub watch_files: Vec<PathBuf>,
     /// The `include:` globs (new matching files trigger a reload).
     pub watch_globs: Vec<PathBuf>,
+    /// Redis for fleet rate limits; kept across reloads while its config
+    /// is unchanged.
+    pub rate_limit_store: Option<Arc<filters::ratelimit::RedisStore>>,
 }
 
 /// Files named by the config (certificates, keys, CA bundles), resolved.
@@ -128,6 +131,7 @@ pub fn compile(loaded: &LoadedConfig, previous: Option<&Runtime>) -> Result<Runt
     let listeners = c.listeners(cfg, admin_addr);
     let clusters = c.clusters(cfg);
     let routes = c.routes(cfg, &clusters);
+    let rate_limit_store = c.rate_limit_store(cfg, &routes);
     if !c.errors.is_empty() {
         return Err(Diagnostics(c.errors));
     }
@@ -141,6 +145,7 @@ pub fn compile(loaded: &LoadedConfig, previous: Option<&Runtime>) -> Result<Runt
         generation: 1,
         sources_hash: hash_files(&watch_files),
         watch_globs: loaded.sources.include_globs(),
+        rate_limit_store,
         watch_files,
     })
 }
@@ -487,6 +492,43 @@ impl Compiler<'_> {
         ))
     }
 
+    fn rate_limit_store(
+        &mut self,
+        cfg: &Config,
+        routes: &[Route],
+    ) -> Option<Arc<filters::ratelimit::RedisStore>> {
+        let Some(store_cfg) = &cfg.rate_limit_store else {
+            for (i, r) in routes.iter().enumerate() {
+                if r.rate_limits.as_ref().is_some_and(|l| l.has_fleet_rules()) {
+                    self.err(
+                        Section::Routes,
+                        i,
+                        "rate_limit",
+                        "a `scope: fleet` rule needs `rate_limit_store: {redis: redis://HOST:PORT}`",
+                    );
+                }
+            }
+            return None;
+        };
+        if let Some(prev) = self
+            .previous
+            .and_then(|p| p.rate_limit_store.as_ref())
+            .filter(|s| s.config() == store_cfg)
+        {
+            return Some(prev.clone());
+        }
+        match filters::ratelimit::RedisStore::new(store_cfg) {
+            Ok(s) => Some(Arc::new(s)),
+            Err(errs) => {
+                for e in errs {
+                    let d = self.src.top("rate_limit_store", e);
+                    self.errors.push(d);
+                }
+                None
+            }
+        }
+    }
+
     fn value_matcher(&mut self, i: usize, at: &str, m: &ValueMatch) -> Option<ValueMatcher> {
         match m {
             ValueMatch::Exact(s) => Some(ValueMatcher::Exact(s.clone())),
@@ -792,7 +834,25 @@ impl Compiler<'_> {
                 }
                 RetryRt::new(p.attempts, p.per_try_timeout.map(|t| t.get()), &p.on)
             });
+            let previous_limits = self
+                .previous
+                .and_then(|p| p.router.routes.iter().find(|old| *old.name == *r.name))
+                .and_then(|old| old.rate_limits.as_ref());
+            let rate_limits = if r.rate_limit.is_empty() {
+                None
+            } else {
+                match filters::ratelimit::RouteRateLimits::compile(&r.rate_limit, previous_limits) {
+                    Ok(l) => Some(l),
+                    Err(errs) => {
+                        for e in errs {
+                            self.err(Section::Routes, i, "rate_limit", e);
+                        }
+                        None
+                    }
+                }
+            };
             out.push(Route {
+                rate_limits,
                 name: r.name.as_str().into(),
                 matcher,
                 action,

@@ -313,6 +313,8 @@ pub struct Route {
     pub timeout: Option<std::time::Duration>,
     /// Retry policy.
     pub retry: Option<RetryRt>,
+    /// Rate limits (`None` when the route has none).
+    pub rate_limits: Option<filters::ratelimit::RouteRateLimits>,
 }
 
 /// The ordered route table.
