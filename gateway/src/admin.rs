@@ -160,11 +160,14 @@ impl ServeHttp for AdminApp {
                     format!("not ready: listeners not accepting yet: {names}\n").into_bytes(),
                 ),
             },
-            "/metrics" => reply(
-                StatusCode::OK,
-                "text/plain; version=0.0.4",
-                METRICS.render(),
-            ),
+            "/metrics" => {
+                METRICS.refresh_endpoint_health(&self.gateway.runtime.load());
+                reply(
+                    StatusCode::OK,
+                    "text/plain; version=0.0.4",
+                    METRICS.render(),
+                )
+            }
             "/config" => {
                 let runtime = self.gateway.runtime.load();
                 let mut config = serde_json::to_value(&*runtime.config).unwrap_or_default();

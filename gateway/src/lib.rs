@@ -66,6 +66,7 @@ impl Gateway {
             }
         }
         let status = ReloadStatus::startup(&runtime);
+        runtime.start_health_checks();
         let watch = WatchState::new(&runtime);
         Ok(Gateway {
             bound_listeners: runtime.listeners.clone(),

@@ -25,6 +25,18 @@ pub struct Metrics {
     pub active_requests: IntGauge,
     /// `gateway_access_log_dropped_total`: lines dropped because the writer lagged.
     pub access_log_dropped: IntCounter,
+    /// `gateway_endpoint_healthy{cluster,zone}`: endpoints taking traffic,
+    /// refreshed when metrics are scraped.
+    pub endpoint_healthy: IntGaugeVec,
+    /// `gateway_upstream_requests_total{cluster,locality}`: tries by locality.
+    pub upstream_requests: IntCounterVec,
+    /// `gateway_outlier_ejections_total{cluster}`
+    pub outlier_ejections: IntCounterVec,
+    /// `gateway_circuit_open_total{cluster}`: requests refused by a circuit breaker.
+    pub circuit_open: IntCounterVec,
+    /// `gateway_cross_zone_bytes_total{cluster}`: body bytes to and from
+    /// endpoints outside the gateway's zone.
+    pub cross_zone_bytes: IntCounterVec,
     /// `gateway_ratelimit_decisions_total{route,rule,decision}`
     pub ratelimit_decisions: IntCounterVec,
     /// `gateway_ratelimit_store_errors_total`
@@ -90,6 +102,46 @@ impl Metrics {
             "Access-log lines dropped because the writer could not keep up.",
         )
         .expect("static metric definition");
+        let endpoint_healthy = IntGaugeVec::new(
+            Opts::new(
+                "gateway_endpoint_healthy",
+                "Endpoints taking traffic (healthy and not ejected), by cluster and zone.",
+            ),
+            &["cluster", "zone"],
+        )
+        .expect("static metric definition");
+        let upstream_requests = IntCounterVec::new(
+            Opts::new(
+                "gateway_upstream_requests_total",
+                "Upstream tries, by cluster and the endpoint's locality (zone, region, remote).",
+            ),
+            &["cluster", "locality"],
+        )
+        .expect("static metric definition");
+        let outlier_ejections = IntCounterVec::new(
+            Opts::new(
+                "gateway_outlier_ejections_total",
+                "Endpoints ejected by outlier detection.",
+            ),
+            &["cluster"],
+        )
+        .expect("static metric definition");
+        let circuit_open = IntCounterVec::new(
+            Opts::new(
+                "gateway_circuit_open_total",
+                "Requests refused with 503 by a cluster's circuit breaker.",
+            ),
+            &["cluster"],
+        )
+        .expect("static metric definition");
+        let cross_zone_bytes = IntCounterVec::new(
+            Opts::new(
+                "gateway_cross_zone_bytes_total",
+                "Body bytes sent to and received from endpoints outside the gateway's zone.",
+            ),
+            &["cluster"],
+        )
+        .expect("static metric definition");
         let ratelimit_decisions = IntCounterVec::new(
             Opts::new(
                 "gateway_ratelimit_decisions_total",
@@ -140,6 +192,11 @@ impl Metrics {
             Box::new(retries.clone()),
             Box::new(active_requests.clone()),
             Box::new(access_log_dropped.clone()),
+            Box::new(endpoint_healthy.clone()),
+            Box::new(upstream_requests.clone()),
+            Box::new(outlier_ejections.clone()),
+            Box::new(circuit_open.clone()),
+            Box::new(cross_zone_bytes.clone()),
             Box::new(ratelimit_decisions.clone()),
             Box::new(ratelimit_store_errors.clone()),
             Box::new(config_reloads.clone()),
@@ -158,6 +215,11 @@ impl Metrics {
             retries,
             active_requests,
             access_log_dropped,
+            endpoint_healthy,
+            upstream_requests,
+            outlier_ejections,
+            circuit_open,
+            cross_zone_bytes,
             ratelimit_decisions,
             ratelimit_store_errors,
             config_reloads,
@@ -172,6 +234,23 @@ impl Metrics {
         // Encoding into a Vec cannot fail for well-formed metrics.
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
         buf
+    }
+}
+
+impl Metrics {
+    /// Recomputes `gateway_endpoint_healthy` from the serving runtime.
+    pub fn refresh_endpoint_health(&self, runtime: &crate::runtime::Runtime) {
+        self.endpoint_healthy.reset();
+        let now = crate::runtime::health::now_ms();
+        for c in runtime.clusters.values() {
+            for e in &c.endpoints {
+                let zone = e.locality.zone.as_deref().unwrap_or("unknown");
+                let g = self.endpoint_healthy.with_label_values(&[&*c.name, zone]);
+                if e.health.available(now) {
+                    g.inc();
+                }
+            }
+        }
     }
 }
 

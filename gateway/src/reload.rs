@@ -241,6 +241,7 @@ pub fn reload(gateway: &Gateway, trigger: &'static str) -> ReloadStatus {
             status.last_errors = cert_errors;
             status.last_success = Some(attempt);
             status.restart_required = restart;
+            new.start_health_checks();
             gateway.runtime.store(Arc::new(new));
             METRICS.config_generation.set(generation as i64);
             METRICS.config_last_success.set(unix_now());

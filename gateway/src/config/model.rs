@@ -202,6 +202,186 @@ pub struct Cluster {
     /// Retries at most this share of the cluster's active requests.
     #[serde(default)]
     pub retry_budget: RetryBudget,
+    /// Locality-aware routing: prefer the gateway's zone, then its region.
+    #[serde(default)]
+    pub locality: LocalityPolicy,
+    /// Active health checking of the endpoints.
+    #[serde(default)]
+    pub health_check: Option<HealthCheck>,
+    /// Passive health: eject endpoints that keep failing.
+    #[serde(default)]
+    pub outlier_detection: Option<OutlierDetection>,
+    /// Limits that shed load with 503 instead of queueing it.
+    #[serde(default)]
+    pub circuit_breaker: Option<CircuitBreaker>,
+}
+
+/// How endpoints of other localities are used (Envoy's priorities: the
+/// gateway's zone, then its region, then anywhere else).
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LocalityPolicy {
+    /// `failover` (spill over as the local zone loses healthy endpoints),
+    /// `local_only` (never leave the zone), or `none` (ignore localities).
+    #[serde(default)]
+    pub mode: LocalityMode,
+    /// A priority's share is its healthy fraction times this (Envoy: 1.4).
+    #[serde(default = "default_overprovisioning")]
+    pub overprovisioning_factor: f64,
+    /// Below this percentage of healthy capacity, health is ignored and
+    /// every endpoint is used (Envoy's panic threshold).
+    #[serde(default = "default_panic_threshold")]
+    pub panic_threshold: f64,
+}
+
+impl Default for LocalityPolicy {
+    fn default() -> Self {
+        LocalityPolicy {
+            mode: LocalityMode::default(),
+            overprovisioning_factor: default_overprovisioning(),
+            panic_threshold: default_panic_threshold(),
+        }
+    }
+}
+
+fn default_overprovisioning() -> f64 {
+    1.4
+}
+fn default_panic_threshold() -> f64 {
+    50.0
+}
+
+/// Locality modes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum LocalityMode {
+    /// Same zone first, spill to the region, then to other clusters.
+    #[default]
+    Failover,
+    /// Only endpoints of the gateway's zone.
+    LocalOnly,
+    /// All endpoints alike.
+    None,
+}
+
+/// Active health checks.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheck {
+    /// `http` (a GET on `path`) or `tcp` (a connect).
+    #[serde(default, rename = "type")]
+    pub kind: HealthCheckKind,
+    /// Path of the HTTP check.
+    #[serde(default = "default_hc_path")]
+    pub path: String,
+    /// `Host` of the HTTP check (default: the endpoint address).
+    #[serde(default)]
+    pub host: Option<String>,
+    /// Statuses that count as healthy (default: any 2xx).
+    #[serde(default)]
+    pub expected_statuses: Vec<u16>,
+    /// Time between checks of one endpoint.
+    #[serde(default = "default_hc_interval")]
+    pub interval: Duration,
+    /// Random extra delay, up to this percentage of the interval.
+    #[serde(default = "default_hc_jitter")]
+    pub jitter_percent: u32,
+    /// A check slower than this fails.
+    #[serde(default = "default_hc_timeout")]
+    pub timeout: Duration,
+    /// Consecutive successes to become healthy.
+    #[serde(default = "default_healthy_threshold")]
+    pub healthy_threshold: u32,
+    /// Consecutive failures to become unhealthy.
+    #[serde(default = "default_unhealthy_threshold")]
+    pub unhealthy_threshold: u32,
+    /// Whether endpoints count as healthy before their first check.
+    #[serde(default = "default_true")]
+    pub initially_healthy: bool,
+}
+
+fn default_hc_path() -> String {
+    "/healthz".to_string()
+}
+fn default_hc_interval() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_hc_jitter() -> u32 {
+    10
+}
+fn default_hc_timeout() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_healthy_threshold() -> u32 {
+    2
+}
+fn default_unhealthy_threshold() -> u32 {
+    3
+}
+
+/// Kinds of active health check.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum HealthCheckKind {
+    /// HTTP/1.1 GET, healthy on an expected status.
+    #[default]
+    Http,
+    /// TCP connect.
+    Tcp,
+}
+
+/// Passive outlier detection (Envoy's names).
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OutlierDetection {
+    /// Eject after this many 5xx responses in a row (0 = off).
+    #[serde(default = "default_consecutive_5xx")]
+    pub consecutive_5xx: u32,
+    /// Eject after this many failed connects in a row (0 = off).
+    #[serde(default = "default_consecutive_connect_failures")]
+    pub consecutive_connect_failures: u32,
+    /// Ejection time = this x number of times ejected.
+    #[serde(default = "default_base_ejection_time")]
+    pub base_ejection_time: Duration,
+    /// Cap of the ejection time.
+    #[serde(default = "default_max_ejection_time")]
+    pub max_ejection_time: Duration,
+    /// At most this percentage of the endpoints is ejected at once.
+    #[serde(default = "default_max_ejection_percent")]
+    pub max_ejection_percent: u32,
+}
+
+fn default_consecutive_5xx() -> u32 {
+    5
+}
+fn default_consecutive_connect_failures() -> u32 {
+    5
+}
+fn default_base_ejection_time() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_max_ejection_time() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_max_ejection_percent() -> u32 {
+    10
+}
+
+/// Per-cluster limits; over a limit the request gets 503 with
+/// `x-gateway-overloaded: true` at once.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CircuitBreaker {
+    /// Requests in flight to the cluster.
+    #[serde(default)]
+    pub max_requests: Option<u64>,
+    /// Requests waiting for an upstream connection.
+    #[serde(default)]
+    pub max_pending: Option<u64>,
+    /// Upstream connections in use (HTTP/1.1: one per request on the wire;
+    /// idle pooled connections are bounded by Pingora's pool).
+    #[serde(default)]
+    pub max_connections: Option<u64>,
 }
 
 fn default_connect_timeout() -> Duration {

@@ -45,6 +45,12 @@ pub struct RequestCtx {
     pub counted: bool,
     /// Rate-limit headers for the response of an allowed request.
     pub ratelimit_headers: Option<filters::ratelimit::RateLimitHeaders>,
+    /// Counted in the cluster's requests waiting for a connection.
+    pub pending: bool,
+    /// Counted in the cluster's connections in use.
+    pub conn_in_use: bool,
+    /// Refused by the cluster's circuit breaker.
+    pub overloaded: bool,
 }
 
 impl RequestCtx {
@@ -67,6 +73,9 @@ impl RequestCtx {
             retrying: false,
             counted: false,
             ratelimit_headers: None,
+            pending: false,
+            conn_in_use: false,
+            overloaded: false,
         }
     }
 
@@ -93,10 +102,34 @@ impl RequestCtx {
         }
     }
 
-    /// Binds the request to a cluster (counted in its active requests).
+    /// Binds the request to a cluster that admitted it
+    /// ([`Cluster::admit_request`] counted it as active).
     pub fn set_cluster(&mut self, c: Arc<Cluster>) {
-        c.active_requests.fetch_add(1, Ordering::Relaxed);
         self.cluster = Some(c);
+    }
+
+    /// The priority of the endpoint in use.
+    pub fn priority(&self) -> Option<crate::runtime::locality::Priority> {
+        let c = self.cluster.as_ref()?;
+        Some(c.endpoints.get(self.endpoint?)?.priority)
+    }
+
+    /// Leaves the "waiting for a connection" state, if in it.
+    pub fn end_pending(&mut self) {
+        if std::mem::take(&mut self.pending) {
+            if let Some(c) = &self.cluster {
+                c.pending.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+    }
+
+    /// Releases the connection of the previous try, if one was counted.
+    pub fn release_connection(&mut self) {
+        if std::mem::take(&mut self.conn_in_use) {
+            if let Some(c) = &self.cluster {
+                c.connections_in_use.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
     }
 
     /// Switches to endpoint `idx`, moving the active-request count.
@@ -130,6 +163,8 @@ impl RequestCtx {
 
 impl Drop for RequestCtx {
     fn drop(&mut self) {
+        self.end_pending();
+        self.release_connection();
         if self.counted {
             METRICS.active_requests.dec();
         }

@@ -22,6 +22,8 @@ use pingora::{Error, ErrorSource, ErrorType, RetryType};
 use crate::config::LbPolicy;
 use crate::metrics::{code_class, METRICS};
 use crate::runtime::cluster::hash_key;
+use crate::runtime::health::{self, TryResult};
+use crate::runtime::locality::Priority;
 use crate::runtime::route::Action;
 use crate::Gateway;
 use ctx::RequestCtx;
@@ -200,6 +202,22 @@ impl ProxyHttp for GatewayProxy {
                     .await?;
                     return Ok(true);
                 };
+                if !cluster.admit_request() {
+                    METRICS
+                        .circuit_open
+                        .with_label_values(&[&*cluster.name])
+                        .inc();
+                    respond::write(
+                        session,
+                        503,
+                        Bytes::from_static(respond::OVERLOADED_BODY),
+                        &[respond::overloaded_header()],
+                        Some(route),
+                        &ctx.request_id,
+                    )
+                    .await?;
+                    return Ok(true);
+                }
                 ctx.set_cluster(cluster.clone());
                 ctx.deadline = route.timeout.map(|t| ctx.start + t);
                 Ok(false)
@@ -230,11 +248,29 @@ impl ProxyHttp for GatewayProxy {
                 (None, None) => 0,
             }
         });
-        let Some(idx) = cluster.select(hash, &ctx.tried) else {
+        let Some(pick) = cluster.select(hash, &ctx.tried) else {
             return Error::e_explain(ErrorType::HTTPStatus(503), "no healthy upstream");
         };
-        ctx.use_endpoint(idx);
-        let endpoint = &cluster.endpoints[idx];
+        // A retry: the previous try's connection is no longer in use.
+        ctx.release_connection();
+        if !cluster.admit_pending() {
+            ctx.overloaded = true;
+            METRICS
+                .circuit_open
+                .with_label_values(&[&*cluster.name])
+                .inc();
+            return Error::e_explain(
+                ErrorType::HTTPStatus(503),
+                "circuit breaker: too many pending requests",
+            );
+        }
+        ctx.pending = true;
+        ctx.use_endpoint(pick.index);
+        METRICS
+            .upstream_requests
+            .with_label_values(&[&*cluster.name, pick.priority.label()])
+            .inc();
+        let endpoint = &cluster.endpoints[pick.index];
         let mut peer = Box::new(endpoint.peer.clone());
 
         let now = Instant::now();
@@ -263,6 +299,28 @@ impl ProxyHttp for GatewayProxy {
         ctx.tries += 1;
         ctx.try_start = Some(now);
         Ok(peer)
+    }
+
+    async fn connected_to_upstream(
+        &self,
+        _session: &mut Session,
+        _reused: bool,
+        _peer: &HttpPeer,
+        #[cfg(unix)] _fd: std::os::unix::io::RawFd,
+        #[cfg(windows)] _sock: std::os::windows::io::RawSocket,
+        _digest: Option<&pingora::protocols::Digest>,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<()> {
+        ctx.end_pending();
+        if let Some(c) = &ctx.cluster {
+            c.connections_in_use
+                .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+            ctx.conn_in_use = true;
+            if let Some(i) = ctx.endpoint {
+                health::record_try(c, i, TryResult::Connected);
+            }
+        }
+        Ok(())
     }
 
     async fn upstream_request_filter(
@@ -300,6 +358,14 @@ impl ProxyHttp for GatewayProxy {
         ctx: &mut RequestCtx,
     ) -> pingora::Result<()> {
         let status = resp.status.as_u16();
+        if let (Some(c), Some(i)) = (&ctx.cluster, ctx.endpoint) {
+            let result = if status >= 500 {
+                TryResult::ServerError
+            } else {
+                TryResult::Success
+            };
+            health::record_try(c, i, result);
+        }
         if let (Some(t), Some(c)) = (ctx.try_start.take(), &ctx.cluster) {
             METRICS
                 .upstream_duration
@@ -351,11 +417,15 @@ impl ProxyHttp for GatewayProxy {
         ctx: &mut RequestCtx,
         mut e: Box<Error>,
     ) -> Box<Error> {
+        ctx.end_pending();
         if let Some(c) = &ctx.cluster {
             METRICS
                 .upstream_errors
                 .with_label_values(&[&*c.name, respond::upstream_error_kind(&e)])
                 .inc();
+            if let Some(i) = ctx.endpoint {
+                health::record_try(c, i, TryResult::ConnectFailure);
+            }
         }
         // Nothing reached the upstream: safe to retry any method.
         let policy_allows = ctx
@@ -419,14 +489,23 @@ impl ProxyHttp for GatewayProxy {
         e: &Error,
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
-        let (code, body) = respond::classify(e);
+        let (code, body) = if ctx.overloaded {
+            (503, "upstream overloaded\n")
+        } else {
+            respond::classify(e)
+        };
         if code > 0 && session.response_written().is_none() {
             let route = ctx.route.and_then(|i| ctx.runtime.router.routes.get(i));
+            let extra = if ctx.overloaded {
+                vec![respond::overloaded_header()]
+            } else {
+                Vec::new()
+            };
             if let Err(err) = respond::write(
                 session,
                 code,
                 Bytes::from_static(body.as_bytes()),
-                &[],
+                &extra,
                 route,
                 &ctx.request_id,
             )
@@ -458,6 +537,15 @@ impl ProxyHttp for GatewayProxy {
             .request_duration
             .with_label_values(&[route])
             .observe(elapsed.as_secs_f64());
+        if let (Some(p), Some(c)) = (ctx.priority(), &ctx.cluster) {
+            if p != Priority::Zone {
+                let bytes = session.body_bytes_read() + session.body_bytes_sent();
+                METRICS
+                    .cross_zone_bytes
+                    .with_label_values(&[&*c.name])
+                    .inc_by(bytes as u64);
+            }
+        }
         if !ctx.runtime.config.telemetry.access_log.enabled {
             return;
         }

@@ -11,6 +11,17 @@ use pingora::{Error, ErrorSource, ErrorType};
 use super::forwarding::{Headers, REQUEST_ID};
 use crate::runtime::route::Route;
 
+/// Body of a 503 from a circuit breaker.
+pub const OVERLOADED_BODY: &[u8] = b"upstream overloaded\n";
+
+/// `x-gateway-overloaded: true`, marking a circuit-breaker 503.
+pub fn overloaded_header() -> (http::HeaderName, http::HeaderValue) {
+    (
+        http::HeaderName::from_static("x-gateway-overloaded"),
+        http::HeaderValue::from_static("true"),
+    )
+}
+
 /// Writes a complete response with `body`, the request id, and the route's
 /// response header edits when a route matched.
 pub async fn write(

@@ -1,22 +1,31 @@
-//! Upstream clusters: endpoints, load balancing, peer templates, retry budget.
+//! Upstream clusters: endpoints, locality priorities, load balancing, peer
+//! templates, retry budget and circuit breaking.
 //!
-//! Selection takes no lock: round robin walks a precomputed weighted schedule
-//! with one atomic counter, least-request reads per-endpoint atomics, and
-//! consistent hashing is weighted rendezvous hashing (every key sticks to one
-//! endpoint; removing an endpoint moves only its keys).
+//! Selection takes no lock. Each pick first chooses a locality priority by
+//! Envoy's load formula (see [`super::locality`]) from endpoint health, then
+//! balances within it: round robin walks a precomputed weighted schedule of
+//! that priority with one atomic counter, least-request compares two
+//! weighted random draws, and consistent hashing is weighted rendezvous
+//! hashing (every key sticks to one endpoint; removing an endpoint moves only
+//! its keys).
 
 use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use pingora::protocols::ALPN;
 use pingora::upstreams::peer::HttpPeer;
 
-use crate::config::{HashOn, LbPolicy, Locality};
+use super::health::{now_ms, EndpointHealth};
+use super::locality::{priority_loads, Priority, PRIORITIES};
+use crate::config::{
+    CircuitBreaker, HashOn, HealthCheck, LbPolicy, Locality, LocalityMode, LocalityPolicy,
+    OutlierDetection, RetryBudget,
+};
 
-/// One upstream endpoint and its live counters.
+/// One upstream endpoint and its live state.
 pub struct Endpoint {
     /// Resolved address.
     pub addr: SocketAddr,
@@ -26,12 +35,36 @@ pub struct Endpoint {
     pub weight: u32,
     /// Where the endpoint runs.
     pub locality: Locality,
+    /// Its priority seen from this gateway.
+    pub priority: Priority,
+    /// Active and passive health.
+    pub health: EndpointHealth,
     /// Requests currently using this endpoint (least-request LB).
     pub active: AtomicU64,
     /// Peer with every connection option set; cloned per try.
     pub peer: HttpPeer,
     /// Stable hash of the address, for rendezvous hashing.
     addr_hash: u64,
+}
+
+/// How a cluster balances and protects itself.
+pub struct ClusterPolicies {
+    /// Balancing policy.
+    pub lb: LbPolicy,
+    /// Consistent-hash key.
+    pub hash_on: HashOn,
+    /// Default per-read upstream timeout.
+    pub read_timeout: Duration,
+    /// Retry budget.
+    pub retry_budget: RetryBudget,
+    /// Locality policy.
+    pub locality: LocalityPolicy,
+    /// Active health checks.
+    pub health_check: Option<HealthCheck>,
+    /// Outlier detection.
+    pub outlier: Option<OutlierDetection>,
+    /// Circuit-breaker limits.
+    pub breaker: Option<CircuitBreaker>,
 }
 
 /// A compiled cluster.
@@ -49,19 +82,31 @@ pub struct Cluster {
     pub hash_on: HashOn,
     /// Default per-read upstream timeout.
     pub read_timeout: Duration,
-    /// Requests in flight to this cluster (retry budget base).
+    /// Locality policy.
+    pub locality: LocalityPolicy,
+    /// Active health checks (run by [`super::health::start_checks`]).
+    pub health_check: Option<HealthCheck>,
+    /// Whether the active checks run.
+    pub checks_started: AtomicBool,
+    /// Outlier detection.
+    pub outlier: Option<OutlierDetection>,
+    /// Circuit-breaker limits.
+    pub breaker: Option<CircuitBreaker>,
+    /// Requests in flight to this cluster (retry budget base, breaker).
     pub active_requests: AtomicU64,
     /// Requests in flight that are being retried.
     pub active_retries: AtomicU64,
+    /// Requests waiting for an upstream connection.
+    pub pending: AtomicU64,
+    /// Upstream connections carrying a request.
+    pub connections_in_use: AtomicU64,
     /// Budget: retries may be this fraction of active requests.
     pub budget_ratio: f64,
     /// Budget floor.
     pub min_retry_concurrency: u64,
-    /// Weighted round-robin schedule of endpoint indices.
-    schedule: Vec<usize>,
-    rr_next: AtomicUsize,
-    /// Cumulative weights for weighted random picks.
-    cumulative: Vec<u64>,
+    /// Weighted round-robin schedules: all endpoints, then per priority.
+    schedules: [Vec<usize>; PRIORITIES + 1],
+    rr_next: [AtomicUsize; PRIORITIES + 1],
 }
 
 /// Connection settings shared by all endpoints of a cluster.
@@ -122,7 +167,7 @@ fn stable_hash<T: Hash + ?Sized>(v: &T) -> u64 {
 
 /// Smooth weighted round robin (nginx's), unrolled into a schedule so that
 /// picking is one atomic increment. Weights are scaled down when their sum
-/// is large, keeping the schedule short.
+/// is large, keeping the schedule short. Entries index `weights`.
 fn smooth_schedule(weights: &[u32]) -> Vec<usize> {
     const MAX_LEN: u64 = 4096;
     let total: u64 = weights.iter().map(|w| *w as u64).sum();
@@ -157,40 +202,61 @@ fn smooth_schedule(weights: &[u32]) -> Vec<usize> {
     out
 }
 
+/// A picked endpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pick {
+    /// Endpoint index.
+    pub index: usize,
+    /// Its priority.
+    pub priority: Priority,
+}
+
 impl Cluster {
     /// Builds a cluster from resolved endpoints.
     pub fn new(
         fingerprint: u64,
         name: &str,
-        lb: LbPolicy,
-        hash_on: HashOn,
         endpoints: Vec<Arc<Endpoint>>,
-        read_timeout: Duration,
-        budget: &crate::config::RetryBudget,
+        p: ClusterPolicies,
     ) -> Self {
-        let weights: Vec<u32> = endpoints.iter().map(|e| e.weight).collect();
-        let mut acc = 0u64;
-        let cumulative = weights
-            .iter()
-            .map(|w| {
-                acc += *w as u64;
-                acc
-            })
-            .collect();
+        let members = |prio: Option<Priority>| -> Vec<usize> {
+            (0..endpoints.len())
+                .filter(|&i| prio.is_none_or(|p| endpoints[i].priority == p))
+                .collect()
+        };
+        let schedule_of = |idx: Vec<usize>| -> Vec<usize> {
+            let weights: Vec<u32> = idx.iter().map(|&i| endpoints[i].weight).collect();
+            smooth_schedule(&weights)
+                .into_iter()
+                .map(|k| idx[k])
+                .collect()
+        };
+        let schedules = [
+            schedule_of(members(None)),
+            schedule_of(members(Some(Priority::Zone))),
+            schedule_of(members(Some(Priority::Region))),
+            schedule_of(members(Some(Priority::Remote))),
+        ];
         Cluster {
             name: name.into(),
             fingerprint,
-            schedule: smooth_schedule(&weights),
-            rr_next: AtomicUsize::new(0),
-            cumulative,
+            schedules,
+            rr_next: Default::default(),
             endpoints,
-            lb,
-            hash_on,
-            read_timeout,
+            lb: p.lb,
+            hash_on: p.hash_on,
+            read_timeout: p.read_timeout,
+            locality: p.locality,
+            health_check: p.health_check,
+            checks_started: AtomicBool::new(false),
+            outlier: p.outlier,
+            breaker: p.breaker,
             active_requests: AtomicU64::new(0),
             active_retries: AtomicU64::new(0),
-            budget_ratio: budget.budget_percent / 100.0,
-            min_retry_concurrency: budget.min_retry_concurrency as u64,
+            pending: AtomicU64::new(0),
+            connections_in_use: AtomicU64::new(0),
+            budget_ratio: p.retry_budget.budget_percent / 100.0,
+            min_retry_concurrency: p.retry_budget.min_retry_concurrency as u64,
         }
     }
 
@@ -198,33 +264,91 @@ impl Cluster {
         self.endpoints[i].weight > 0 && !exclude.contains(&i)
     }
 
-    /// Picks an endpoint index, avoiding `exclude` (endpoints that already
-    /// failed this request) when another one exists. `hash` is the
+    /// Picks an endpoint: a locality priority by health (Envoy's loads),
+    /// then the LB policy within it, avoiding `exclude` (endpoints that
+    /// already failed this request) when another one exists. `hash` is the
     /// consistent-hash key, if the policy uses one.
-    pub fn select(&self, hash: Option<u64>, exclude: &[usize]) -> Option<usize> {
-        self.select_avoiding(hash, exclude)
-            .or_else(|| self.select_avoiding(hash, &[]))
+    pub fn select(&self, hash: Option<u64>, exclude: &[usize]) -> Option<Pick> {
+        let now = now_ms();
+        let mut healthy = [0.0; PRIORITIES];
+        let mut total = [0.0; PRIORITIES];
+        for e in &self.endpoints {
+            let p = e.priority as usize;
+            total[p] += e.weight as f64;
+            if e.health.available(now) {
+                healthy[p] += e.weight as f64;
+            }
+        }
+        let loads = priority_loads(healthy, total, &self.locality);
+        let local_only = self.locality.mode == LocalityMode::LocalOnly;
+        let in_scope = |i: usize| !local_only || self.endpoints[i].priority == Priority::Zone;
+        let available = |i: usize| self.endpoints[i].health.available(now);
+        let index = if loads.panic {
+            // Too little healthy capacity: health is ignored.
+            self.pick(None, hash, |i| in_scope(i) && self.eligible(i, exclude))
+                .or_else(|| self.pick(None, hash, |i| in_scope(i) && self.eligible(i, &[])))
+        } else {
+            let r = fastrand::f64();
+            let mut acc = 0.0;
+            let mut chosen = (0..PRIORITIES)
+                .rev()
+                .find(|&p| loads.share[p] > 0.0)
+                .unwrap_or(0);
+            for p in 0..PRIORITIES {
+                acc += loads.share[p];
+                if loads.share[p] > 0.0 && r < acc {
+                    chosen = p;
+                    break;
+                }
+            }
+            let prio = Priority::from_index(chosen);
+            self.pick(Some(prio), hash, |i| {
+                self.endpoints[i].priority == prio && available(i) && self.eligible(i, exclude)
+            })
+            .or_else(|| {
+                self.pick(None, hash, |i| {
+                    in_scope(i) && available(i) && self.eligible(i, exclude)
+                })
+            })
+            .or_else(|| {
+                self.pick(None, hash, |i| {
+                    in_scope(i) && available(i) && self.eligible(i, &[])
+                })
+            })
+        }?;
+        Some(Pick {
+            index,
+            priority: self.endpoints[index].priority,
+        })
     }
 
-    fn select_avoiding(&self, hash: Option<u64>, exclude: &[usize]) -> Option<usize> {
-        let n = self.endpoints.len();
-        if !(0..n).any(|i| self.eligible(i, exclude)) {
-            return None;
-        }
+    /// The LB policy over the endpoints `allowed` accepts. `prio` selects
+    /// the round-robin schedule (`None` = all endpoints).
+    fn pick(
+        &self,
+        prio: Option<Priority>,
+        hash: Option<u64>,
+        allowed: impl Fn(usize) -> bool,
+    ) -> Option<usize> {
         match self.lb {
             LbPolicy::RoundRobin => {
-                let len = self.schedule.len();
-                let start = self.rr_next.fetch_add(1, Ordering::Relaxed);
+                let slot = prio.map_or(0, |p| p as usize + 1);
+                let schedule = &self.schedules[slot];
+                let len = schedule.len();
+                if len == 0 {
+                    return None;
+                }
+                let start = self.rr_next[slot].fetch_add(1, Ordering::Relaxed);
                 (0..len)
-                    .map(|k| self.schedule[(start + k) % len])
-                    .find(|&i| self.eligible(i, exclude))
+                    .map(|k| schedule[(start + k) % len])
+                    .find(|&i| allowed(i))
             }
-            LbPolicy::Random => self.weighted_random(exclude, None),
+            LbPolicy::Random => self.weighted_random(&allowed, None),
             LbPolicy::LeastRequest => {
                 // Power of two choices, drawn without replacement so that
                 // two endpoints always compare both.
-                let a = self.weighted_random(exclude, None)?;
-                let Some(b) = self.weighted_random(exclude, Some(a)) else {
+                let a = self.weighted_random(&allowed, None)?;
+                let Some(b) = self.weighted_random(&allowed, Some(a)) else {
                     return Some(a);
                 };
                 let load = |i: usize| self.endpoints[i].active.load(Ordering::Relaxed);
@@ -232,8 +356,8 @@ impl Cluster {
             }
             LbPolicy::ConsistentHash => {
                 let key = hash.unwrap_or(0);
-                (0..n)
-                    .filter(|&i| self.eligible(i, exclude))
+                (0..self.endpoints.len())
+                    .filter(|&i| allowed(i))
                     .map(|i| {
                         let ep = &self.endpoints[i];
                         // Weighted rendezvous: score = -w / ln(u), u in (0,1).
@@ -247,21 +371,29 @@ impl Cluster {
         }
     }
 
-    fn weighted_random(&self, exclude: &[usize], also: Option<usize>) -> Option<usize> {
-        let total = *self.cumulative.last()?;
+    /// A weighted random endpoint among those `allowed` accepts (one pass).
+    fn weighted_random(
+        &self,
+        allowed: &impl Fn(usize) -> bool,
+        except: Option<usize>,
+    ) -> Option<usize> {
+        let ok = |i: usize| allowed(i) && Some(i) != except && self.endpoints[i].weight > 0;
+        let total: u64 = (0..self.endpoints.len())
+            .filter(|&i| ok(i))
+            .map(|i| self.endpoints[i].weight as u64)
+            .sum();
         if total == 0 {
             return None;
         }
-        let ok = |i: usize| self.eligible(i, exclude) && Some(i) != also;
-        // A few weighted draws, then a scan: exclusions are rare and short.
-        for _ in 0..4 {
-            let r = fastrand::u64(0..total);
-            let i = self.cumulative.partition_point(|&c| c <= r);
-            if ok(i) {
+        let mut r = fastrand::u64(0..total);
+        for i in (0..self.endpoints.len()).filter(|&i| ok(i)) {
+            let w = self.endpoints[i].weight as u64;
+            if r < w {
                 return Some(i);
             }
+            r -= w;
         }
-        (0..self.endpoints.len()).find(|&i| ok(i))
+        None
     }
 
     /// Whether one more retry fits the budget (Envoy semantics: retries in
@@ -272,6 +404,38 @@ impl Cluster {
         let limit = ((active * self.budget_ratio) as u64).max(self.min_retry_concurrency);
         self.active_retries.load(Ordering::Relaxed) < limit
     }
+
+    /// Admits a request under `max_requests`, counting it as active; on
+    /// `false` the request must be refused (nothing was counted).
+    pub fn admit_request(&self) -> bool {
+        let n = self.active_requests.fetch_add(1, Ordering::AcqRel) + 1;
+        match self.breaker.as_ref().and_then(|b| b.max_requests) {
+            Some(max) if n > max => {
+                self.active_requests.fetch_sub(1, Ordering::AcqRel);
+                false
+            }
+            _ => true,
+        }
+    }
+
+    /// Admits a request into the "waiting for a connection" state under
+    /// `max_pending` and `max_connections`; on `false` nothing was counted.
+    pub fn admit_pending(&self) -> bool {
+        let Some(b) = &self.breaker else {
+            self.pending.fetch_add(1, Ordering::AcqRel);
+            return true;
+        };
+        let pending = self.pending.fetch_add(1, Ordering::AcqRel) + 1;
+        let over_pending = b.max_pending.is_some_and(|m| pending > m);
+        let over_conns = b
+            .max_connections
+            .is_some_and(|m| self.connections_in_use.load(Ordering::Acquire) + pending > m);
+        if over_pending || over_conns {
+            self.pending.fetch_sub(1, Ordering::AcqRel);
+            return false;
+        }
+        true
+    }
 }
 
 impl Endpoint {
@@ -281,6 +445,8 @@ impl Endpoint {
         label: String,
         weight: u32,
         locality: Locality,
+        priority: Priority,
+        initially_healthy: bool,
         peer: HttpPeer,
     ) -> Self {
         Endpoint {
@@ -289,6 +455,8 @@ impl Endpoint {
             label,
             weight,
             locality,
+            priority,
+            health: EndpointHealth::new(initially_healthy),
             active: AtomicU64::new(0),
             peer,
         }
@@ -303,10 +471,10 @@ pub fn hash_key(key: &[u8]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{RetryBudget, UpstreamProtocol};
+    use crate::config::UpstreamProtocol;
 
-    fn cluster(lb: LbPolicy, weights: &[u32]) -> Cluster {
-        let settings = PeerSettings {
+    fn settings() -> PeerSettings {
+        PeerSettings {
             tls_sni: None,
             ca: None,
             client_cert: None,
@@ -315,30 +483,49 @@ mod tests {
             read_timeout: Duration::from_secs(1),
             idle_timeout: Duration::from_secs(1),
             group_key: 0,
-        };
-        let eps = weights
+        }
+    }
+
+    fn policies(lb: LbPolicy) -> ClusterPolicies {
+        ClusterPolicies {
+            lb,
+            hash_on: HashOn::default(),
+            read_timeout: Duration::from_secs(1),
+            retry_budget: RetryBudget::default(),
+            locality: LocalityPolicy::default(),
+            health_check: None,
+            outlier: None,
+            breaker: None,
+        }
+    }
+
+    fn cluster_with(lb: LbPolicy, eps: &[(u32, Priority)]) -> Cluster {
+        let eps = eps
             .iter()
             .enumerate()
-            .map(|(i, w)| {
+            .map(|(i, (w, p))| {
                 let addr: SocketAddr = format!("127.0.0.1:{}", 9000 + i).parse().unwrap();
                 Arc::new(Endpoint::new(
                     addr,
                     addr.to_string(),
                     *w,
                     Locality::default(),
-                    settings.peer(addr),
+                    *p,
+                    true,
+                    settings().peer(addr),
                 ))
             })
             .collect();
-        Cluster::new(
-            0,
-            "c",
-            lb,
-            HashOn::default(),
-            eps,
-            Duration::from_secs(1),
-            &RetryBudget::default(),
-        )
+        Cluster::new(0, "c", eps, policies(lb))
+    }
+
+    fn cluster(lb: LbPolicy, weights: &[u32]) -> Cluster {
+        let eps: Vec<_> = weights.iter().map(|w| (*w, Priority::Zone)).collect();
+        cluster_with(lb, &eps)
+    }
+
+    fn pick(c: &Cluster, hash: Option<u64>, exclude: &[usize]) -> Option<usize> {
+        c.select(hash, exclude).map(|p| p.index)
     }
 
     #[test]
@@ -353,17 +540,35 @@ mod tests {
     fn round_robin_skips_excluded_endpoints() {
         let c = cluster(LbPolicy::RoundRobin, &[1, 1, 1]);
         for _ in 0..10 {
-            assert_ne!(c.select(None, &[1]), Some(1));
+            assert_ne!(pick(&c, None, &[1]), Some(1));
         }
         // Everything excluded: fall back to any endpoint rather than fail.
-        assert!(c.select(None, &[0, 1, 2]).is_some());
+        assert!(pick(&c, None, &[0, 1, 2]).is_some());
+    }
+
+    #[test]
+    fn round_robin_is_even_within_the_local_priority() {
+        let c = cluster_with(
+            LbPolicy::RoundRobin,
+            &[
+                (1, Priority::Remote),
+                (1, Priority::Zone),
+                (1, Priority::Region),
+                (1, Priority::Zone),
+            ],
+        );
+        let mut seen = [0; 4];
+        for _ in 0..100 {
+            seen[pick(&c, None, &[]).unwrap()] += 1;
+        }
+        assert_eq!(seen, [0, 50, 0, 50]);
     }
 
     #[test]
     fn zero_weight_clusters_have_no_endpoint() {
-        assert_eq!(cluster(LbPolicy::Random, &[0, 0]).select(None, &[]), None);
+        assert_eq!(pick(&cluster(LbPolicy::Random, &[0, 0]), None, &[]), None);
         assert_eq!(
-            cluster(LbPolicy::ConsistentHash, &[0]).select(Some(1), &[]),
+            pick(&cluster(LbPolicy::ConsistentHash, &[0]), Some(1), &[]),
             None
         );
     }
@@ -374,8 +579,8 @@ mod tests {
         let mut seen = [0; 4];
         for k in 0..400u64 {
             let key = hash_key(&k.to_le_bytes());
-            let first = c.select(Some(key), &[]).unwrap();
-            assert_eq!(c.select(Some(key), &[]), Some(first));
+            let first = pick(&c, Some(key), &[]).unwrap();
+            assert_eq!(pick(&c, Some(key), &[]), Some(first));
             seen[first] += 1;
         }
         assert!(seen.iter().all(|&n| n > 50), "uneven spread {seen:?}");
@@ -385,7 +590,7 @@ mod tests {
     fn least_request_prefers_idle_endpoints() {
         let c = cluster(LbPolicy::LeastRequest, &[1, 1]);
         c.endpoints[0].active.store(100, Ordering::Relaxed);
-        let picks = (0..200).filter(|_| c.select(None, &[]) == Some(1)).count();
+        let picks = (0..200).filter(|_| pick(&c, None, &[]) == Some(1)).count();
         // Drawn without replacement: with two endpoints both are compared.
         assert_eq!(picks, 200, "idle endpoint picked {picks}/200");
     }
@@ -401,5 +606,18 @@ mod tests {
         c.active_requests.store(1, Ordering::Relaxed);
         c.active_retries.store(2, Ordering::Relaxed);
         assert!(c.retry_allowed(), "floor of 3 concurrent retries");
+    }
+
+    #[test]
+    fn circuit_breaker_caps_active_requests() {
+        let mut p = policies(LbPolicy::Random);
+        p.breaker = Some(CircuitBreaker {
+            max_requests: Some(2),
+            ..Default::default()
+        });
+        let c = Cluster::new(0, "c", Vec::new(), p);
+        assert!(c.admit_request() && c.admit_request());
+        assert!(!c.admit_request());
+        assert_eq!(c.active_requests.load(Ordering::Relaxed), 2);
     }
 }

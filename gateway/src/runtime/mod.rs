@@ -4,6 +4,8 @@
 //! `gateway validate` checks exactly what `gateway run` would use.
 
 pub mod cluster;
+pub mod health;
+pub mod locality;
 pub mod route;
 pub mod tls;
 
@@ -21,7 +23,7 @@ use crate::config::{
     self, Alpn, Config, Diagnostic, Diagnostics, LbPolicy, LoadedConfig, Section, Sources,
     ValueMatch,
 };
-use cluster::{Cluster, Endpoint, PeerSettings};
+use cluster::{Cluster, ClusterPolicies, Endpoint, PeerSettings};
 use route::{
     Action, Backends, DirectResponse, HostMatch, Matcher, PathMatch, RetryRt, Route, Router,
     ValueMatcher,
@@ -76,6 +78,16 @@ pub struct Runtime {
     pub rate_limit_store: Option<Arc<filters::ratelimit::RedisStore>>,
 }
 
+impl Runtime {
+    /// Starts active health checks of clusters that have them (clusters
+    /// carried over from the previous runtime keep theirs running).
+    pub fn start_health_checks(&self) {
+        for c in self.clusters.values() {
+            health::start_checks(c);
+        }
+    }
+}
+
 /// Files named by the config (certificates, keys, CA bundles), resolved.
 pub fn referenced_files(loaded: &LoadedConfig) -> Vec<PathBuf> {
     let src = &loaded.sources;
@@ -125,6 +137,7 @@ pub fn compile(loaded: &LoadedConfig, previous: Option<&Runtime>) -> Result<Runt
         src: &loaded.sources,
         errors: Vec::new(),
         previous,
+        gateway_locality: locality::gateway_locality(&loaded.config.gateway.locality),
     };
     let cfg = &loaded.config;
     let admin_addr = c.socket_addr(cfg.admin.listen.as_str(), |s, m| s.top("admin.listen", m));
@@ -154,6 +167,8 @@ struct Compiler<'a> {
     src: &'a Sources,
     errors: Vec<Diagnostic>,
     previous: Option<&'a Runtime>,
+    /// The gateway's own locality (config or environment).
+    gateway_locality: config::Locality,
 }
 
 fn anchored(re: &str) -> Result<Regex, String> {
@@ -332,6 +347,7 @@ impl Compiler<'_> {
             );
         }
         let b = &c.retry_budget;
+        self.health_policies(i, c);
         if !(0.0..=100.0).contains(&b.budget_percent) {
             self.err(
                 Section::Clusters,
@@ -459,11 +475,16 @@ impl Compiler<'_> {
                     zone: e.zone.clone(),
                     cluster: e.cluster.clone(),
                 };
+                let priority =
+                    locality::classify(&self.gateway_locality, &locality, c.locality.mode);
+                let initially_healthy = c.health_check.as_ref().is_none_or(|h| h.initially_healthy);
                 endpoints.push(Arc::new(Endpoint::new(
                     addr,
                     e.address.clone(),
                     e.weight,
                     locality,
+                    priority,
+                    initially_healthy,
                     settings.peer(addr),
                 )));
             }
@@ -479,17 +500,108 @@ impl Compiler<'_> {
             for e in &endpoints {
                 e.addr.hash(&mut h);
             }
+            format!("{:?}", self.gateway_locality).hash(&mut h);
             h.finish()
         };
         Some(Cluster::new(
             fingerprint,
             &c.name,
-            c.lb,
-            c.hash_on.clone().unwrap_or_default(),
             endpoints,
-            c.read_timeout.get(),
-            b,
+            ClusterPolicies {
+                lb: c.lb,
+                hash_on: c.hash_on.clone().unwrap_or_default(),
+                read_timeout: c.read_timeout.get(),
+                retry_budget: b.clone(),
+                locality: c.locality.clone(),
+                health_check: c.health_check.clone(),
+                outlier: c.outlier_detection.clone(),
+                breaker: c.circuit_breaker.clone(),
+            },
         ))
+    }
+
+    fn health_policies(&mut self, i: usize, c: &config::Cluster) {
+        let l = &c.locality;
+        if l.overprovisioning_factor.is_nan() || l.overprovisioning_factor <= 0.0 {
+            self.err(
+                Section::Clusters,
+                i,
+                "locality.overprovisioning_factor",
+                "must be greater than 0",
+            );
+        }
+        if !(0.0..=100.0).contains(&l.panic_threshold) {
+            self.err(
+                Section::Clusters,
+                i,
+                "locality.panic_threshold",
+                "must be between 0 and 100",
+            );
+        }
+        if let Some(hc) = &c.health_check {
+            if hc.interval.get().is_zero() || hc.timeout.get().is_zero() {
+                self.err(
+                    Section::Clusters,
+                    i,
+                    "health_check",
+                    "interval and timeout must be greater than zero",
+                );
+            }
+            if hc.healthy_threshold == 0 || hc.unhealthy_threshold == 0 {
+                self.err(
+                    Section::Clusters,
+                    i,
+                    "health_check",
+                    "thresholds must be at least 1",
+                );
+            }
+            if hc.kind == config::HealthCheckKind::Http {
+                if c.tls.is_some() {
+                    self.err(
+                        Section::Clusters,
+                        i,
+                        "health_check.type",
+                        "HTTP health checks speak plaintext HTTP/1.1; use `type: tcp` for a TLS cluster",
+                    );
+                }
+                if !hc.path.starts_with('/') {
+                    self.err(
+                        Section::Clusters,
+                        i,
+                        "health_check.path",
+                        "the path must start with `/`",
+                    );
+                }
+            }
+            for (j, s) in hc.expected_statuses.iter().enumerate() {
+                if !(100..=599).contains(s) {
+                    self.err(
+                        Section::Clusters,
+                        i,
+                        &format!("health_check.expected_statuses[{j}]"),
+                        format!("{s} is not an HTTP status"),
+                    );
+                }
+            }
+        }
+        if let Some(od) = &c.outlier_detection {
+            if od.max_ejection_percent > 100 {
+                self.err(
+                    Section::Clusters,
+                    i,
+                    "outlier_detection.max_ejection_percent",
+                    "must be between 0 and 100",
+                );
+            }
+            if od.base_ejection_time.get().is_zero() {
+                self.err(
+                    Section::Clusters,
+                    i,
+                    "outlier_detection.base_ejection_time",
+                    "must be greater than zero",
+                );
+            }
+        }
     }
 
     fn rate_limit_store(
