@@ -4,4 +4,5 @@
 //! they are tested without one.
 
 pub mod headers;
+pub mod mirror;
 pub mod ratelimit;

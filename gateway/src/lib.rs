@@ -6,6 +6,7 @@ pub mod access_log;
 pub mod admin;
 pub mod config;
 pub mod metrics;
+pub mod mirror;
 pub mod proxy;
 pub mod reload;
 pub mod runtime;

@@ -39,6 +39,10 @@ pub struct Metrics {
     pub cross_zone_bytes: IntCounterVec,
     /// `gateway_ratelimit_decisions_total{route,rule,decision}`
     pub ratelimit_decisions: IntCounterVec,
+    /// `gateway_mirror_requests_total{route,result}`: sent, dropped, error, too_large.
+    pub mirror_requests: IntCounterVec,
+    /// `gateway_mirror_mismatch_total{route,kind}`: status, body.
+    pub mirror_mismatch: IntCounterVec,
     /// `gateway_ratelimit_store_errors_total`
     pub ratelimit_store_errors: IntCounter,
     /// `gateway_config_reloads_total{result}`: success, error, unchanged.
@@ -142,6 +146,22 @@ impl Metrics {
             &["cluster"],
         )
         .expect("static metric definition");
+        let mirror_requests = IntCounterVec::new(
+            Opts::new(
+                "gateway_mirror_requests_total",
+                "Mirror copies by result: sent (answered), dropped (no room), error, too_large.",
+            ),
+            &["route", "result"],
+        )
+        .expect("static metric definition");
+        let mirror_mismatch = IntCounterVec::new(
+            Opts::new(
+                "gateway_mirror_mismatch_total",
+                "Mirror answers that differ from the primary's, by kind (status class, body digest).",
+            ),
+            &["route", "kind"],
+        )
+        .expect("static metric definition");
         let ratelimit_decisions = IntCounterVec::new(
             Opts::new(
                 "gateway_ratelimit_decisions_total",
@@ -198,6 +218,8 @@ impl Metrics {
             Box::new(circuit_open.clone()),
             Box::new(cross_zone_bytes.clone()),
             Box::new(ratelimit_decisions.clone()),
+            Box::new(mirror_requests.clone()),
+            Box::new(mirror_mismatch.clone()),
             Box::new(ratelimit_store_errors.clone()),
             Box::new(config_reloads.clone()),
             Box::new(config_generation.clone()),
@@ -221,6 +243,8 @@ impl Metrics {
             circuit_open,
             cross_zone_bytes,
             ratelimit_decisions,
+            mirror_requests,
+            mirror_mismatch,
             ratelimit_store_errors,
             config_reloads,
             config_generation,

@@ -540,6 +540,65 @@ pub struct Route {
     /// Rate limits; every rule must allow the request (else 429).
     #[serde(default)]
     pub rate_limit: Vec<filters::ratelimit::RuleConfig>,
+    /// Shadow copies of this route's traffic; the primary never waits for them.
+    #[serde(default)]
+    pub mirror: Vec<Mirror>,
+}
+
+/// A mirror target: a sampled copy of requests goes to `cluster`, its
+/// answer is read and discarded (or compared with the primary's).
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Mirror {
+    /// The shadow cluster.
+    pub cluster: String,
+    /// Share of requests copied, 0-100 (fractions allowed).
+    #[serde(default = "default_mirror_percentage")]
+    pub percentage: f64,
+    /// Request header whose value decides sampling (e.g. `x-request-id`):
+    /// the same value is always mirrored or never. Random without it.
+    #[serde(default)]
+    pub sample_key: Option<String>,
+    /// Headers removed from the copy (e.g. `authorization`).
+    #[serde(default)]
+    pub strip_headers: Vec<String>,
+    /// A body larger than this abandons the copy (counted `too_large`).
+    #[serde(default = "default_mirror_max_body")]
+    pub max_body_bytes: u64,
+    /// Copies in flight for this target; beyond, copies are dropped.
+    #[serde(default = "default_mirror_concurrency")]
+    pub max_concurrent: u32,
+    /// Deadline of one copy, from start to the end of its response.
+    #[serde(default = "default_mirror_timeout")]
+    pub timeout: Duration,
+    /// Compare the shadow's answer with the primary's.
+    #[serde(default)]
+    pub compare: Option<MirrorCompare>,
+}
+
+fn default_mirror_percentage() -> f64 {
+    100.0
+}
+fn default_mirror_max_body() -> u64 {
+    1024 * 1024
+}
+fn default_mirror_concurrency() -> u32 {
+    64
+}
+fn default_mirror_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+
+/// What compare mode checks.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MirrorCompare {
+    /// Status classes (2xx, 5xx, ...) must match.
+    #[serde(default = "default_true")]
+    pub status: bool,
+    /// Response bodies must have the same digest.
+    #[serde(default)]
+    pub body: bool,
 }
 
 /// Match conditions of a route.

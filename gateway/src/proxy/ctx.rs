@@ -51,6 +51,10 @@ pub struct RequestCtx {
     pub conn_in_use: bool,
     /// Refused by the cluster's circuit breaker.
     pub overloaded: bool,
+    /// Mirror copies of this request.
+    pub mirrors: Vec<crate::mirror::MirrorHandle>,
+    /// Digest of the primary's response body (compare mode).
+    pub body_digest: Option<crate::mirror::BodyDigest>,
 }
 
 impl RequestCtx {
@@ -76,6 +80,8 @@ impl RequestCtx {
             pending: false,
             conn_in_use: false,
             overloaded: false,
+            mirrors: Vec::new(),
+            body_digest: None,
         }
     }
 

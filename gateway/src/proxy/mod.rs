@@ -220,6 +220,24 @@ impl ProxyHttp for GatewayProxy {
                 }
                 ctx.set_cluster(cluster.clone());
                 ctx.deadline = route.timeout.map(|t| ctx.start + t);
+                if !route.mirrors.is_empty() {
+                    let has_body = !session.is_body_empty();
+                    for target in &route.mirrors {
+                        if let Some(h) = crate::mirror::start(
+                            target,
+                            &route.name,
+                            session.req_header(),
+                            ctx.original_host.as_ref(),
+                            has_body,
+                            &ctx.request_id,
+                        ) {
+                            if h.compare_body && ctx.body_digest.is_none() {
+                                ctx.body_digest = Some(crate::mirror::BodyDigest::default());
+                            }
+                            ctx.mirrors.push(h);
+                        }
+                    }
+                }
                 Ok(false)
             }
         }
@@ -299,6 +317,35 @@ impl ProxyHttp for GatewayProxy {
         ctx.tries += 1;
         ctx.try_start = Some(now);
         Ok(peer)
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<()> {
+        // Retries replay the buffered prefix: tee the first try only.
+        if ctx.tries <= 1 {
+            for m in &mut ctx.mirrors {
+                m.feed(body.as_ref(), end_of_stream);
+            }
+        }
+        Ok(())
+    }
+
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<Option<std::time::Duration>> {
+        if let (Some(d), Some(b)) = (ctx.body_digest.as_mut(), body.as_ref()) {
+            d.update(b);
+        }
+        Ok(None)
     }
 
     async fn connected_to_upstream(
@@ -522,6 +569,13 @@ impl ProxyHttp for GatewayProxy {
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        let digest = ctx.body_digest.as_ref().map(|d| d.finish());
+        for m in ctx.mirrors.drain(..) {
+            m.finish(crate::mirror::PrimaryOutcome {
+                status,
+                body_digest: digest,
+            });
+        }
         let elapsed = ctx.start.elapsed();
         let route = ctx.route_name();
         METRICS

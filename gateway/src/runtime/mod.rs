@@ -138,6 +138,12 @@ pub fn compile(loaded: &LoadedConfig, previous: Option<&Runtime>) -> Result<Runt
         errors: Vec::new(),
         previous,
         gateway_locality: locality::gateway_locality(&loaded.config.gateway.locality),
+        declared_clusters: loaded
+            .config
+            .clusters
+            .iter()
+            .map(|c| c.name.clone())
+            .collect(),
     };
     let cfg = &loaded.config;
     let admin_addr = c.socket_addr(cfg.admin.listen.as_str(), |s, m| s.top("admin.listen", m));
@@ -169,6 +175,8 @@ struct Compiler<'a> {
     previous: Option<&'a Runtime>,
     /// The gateway's own locality (config or environment).
     gateway_locality: config::Locality,
+    /// Names of every declared cluster.
+    declared_clusters: Vec<String>,
 }
 
 fn anchored(re: &str) -> Result<Regex, String> {
@@ -604,6 +612,86 @@ impl Compiler<'_> {
         }
     }
 
+    fn mirrors(
+        &mut self,
+        i: usize,
+        r: &config::Route,
+        clusters: &HashMap<String, Arc<Cluster>>,
+    ) -> Vec<crate::mirror::MirrorTarget> {
+        let mut out = Vec::new();
+        for (j, m) in r.mirror.iter().enumerate() {
+            let at = |k: &str| format!("mirror[{j}].{k}");
+            let cluster = clusters.get(&m.cluster).cloned();
+            if cluster.is_none() && !self.src_has_cluster(&m.cluster) {
+                self.err(
+                    Section::Routes,
+                    i,
+                    &at("cluster"),
+                    format!("mirror refers to unknown cluster `{}`", m.cluster),
+                );
+            }
+            if !(0.0..=100.0).contains(&m.percentage) {
+                self.err(
+                    Section::Routes,
+                    i,
+                    &at("percentage"),
+                    "percentage must be between 0 and 100",
+                );
+            }
+            if m.max_concurrent == 0 {
+                self.err(
+                    Section::Routes,
+                    i,
+                    &at("max_concurrent"),
+                    "max_concurrent must be at least 1",
+                );
+            }
+            let mut header =
+                |name: &str, sub: &str| match http::HeaderName::from_bytes(name.as_bytes()) {
+                    Ok(h) => Some(h),
+                    Err(_) => {
+                        self.err(
+                            Section::Routes,
+                            i,
+                            &at(sub),
+                            format!("invalid header name `{name}`"),
+                        );
+                        None
+                    }
+                };
+            let sample_key = m
+                .sample_key
+                .as_deref()
+                .and_then(|k| header(k, "sample_key"));
+            let strip: Vec<_> = m
+                .strip_headers
+                .iter()
+                .filter_map(|h| header(h, "strip_headers"))
+                .collect();
+            if let Some(cluster) = cluster {
+                out.push(crate::mirror::MirrorTarget {
+                    cluster,
+                    percentage: m.percentage,
+                    sample_key,
+                    strip,
+                    max_body_bytes: m.max_body_bytes,
+                    permits: Arc::new(
+                        tokio::sync::Semaphore::new(m.max_concurrent.max(1) as usize),
+                    ),
+                    timeout: m.timeout.get(),
+                    compare_status: m.compare.as_ref().is_some_and(|c| c.status),
+                    compare_body: m.compare.as_ref().is_some_and(|c| c.body),
+                });
+            }
+        }
+        out
+    }
+
+    /// Whether the config declares a cluster (it may have failed to compile).
+    fn src_has_cluster(&self, name: &str) -> bool {
+        self.declared_clusters.iter().any(|c| c == name)
+    }
+
     fn rate_limit_store(
         &mut self,
         cfg: &Config,
@@ -963,7 +1051,9 @@ impl Compiler<'_> {
                     }
                 }
             };
+            let mirrors = self.mirrors(i, r, clusters);
             out.push(Route {
+                mirrors,
                 rate_limits,
                 name: r.name.as_str().into(),
                 matcher,

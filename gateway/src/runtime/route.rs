@@ -315,6 +315,8 @@ pub struct Route {
     pub retry: Option<RetryRt>,
     /// Rate limits (`None` when the route has none).
     pub rate_limits: Option<filters::ratelimit::RouteRateLimits>,
+    /// Mirror targets.
+    pub mirrors: Vec<crate::mirror::MirrorTarget>,
 }
 
 /// The ordered route table.
