@@ -11,6 +11,7 @@ pub mod proxy;
 pub mod reload;
 pub mod runtime;
 pub mod server;
+pub mod telemetry;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -92,6 +92,13 @@ fn main() -> ExitCode {
     }
     init_logging();
     gateway::access_log::init();
+    if let Err(e) = gateway::telemetry::init(
+        runtime.config.telemetry.tracing.as_ref(),
+        &runtime.config.gateway.name,
+    ) {
+        eprintln!("gateway: {e}");
+        return ExitCode::from(1);
+    }
     let gateway = match gateway::Gateway::new(path, runtime) {
         Ok(g) => Arc::new(g),
         Err(e) => {

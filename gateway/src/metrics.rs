@@ -39,6 +39,10 @@ pub struct Metrics {
     pub cross_zone_bytes: IntCounterVec,
     /// `gateway_ratelimit_decisions_total{route,rule,decision}`
     pub ratelimit_decisions: IntCounterVec,
+    /// `gateway_trace_spans_dropped_total`: spans dropped because the export queue was full.
+    pub trace_spans_dropped: IntCounter,
+    /// `gateway_trace_export_errors_total`: failed span export batches.
+    pub trace_export_errors: IntCounter,
     /// `gateway_mirror_requests_total{route,result}`: sent, dropped, error, too_large.
     pub mirror_requests: IntCounterVec,
     /// `gateway_mirror_mismatch_total{route,kind}`: status, body.
@@ -146,6 +150,16 @@ impl Metrics {
             &["cluster"],
         )
         .expect("static metric definition");
+        let trace_spans_dropped = IntCounter::new(
+            "gateway_trace_spans_dropped_total",
+            "Trace spans dropped because the export queue was full.",
+        )
+        .expect("static metric definition");
+        let trace_export_errors = IntCounter::new(
+            "gateway_trace_export_errors_total",
+            "Span export batches that failed (collector down or slow).",
+        )
+        .expect("static metric definition");
         let mirror_requests = IntCounterVec::new(
             Opts::new(
                 "gateway_mirror_requests_total",
@@ -219,6 +233,8 @@ impl Metrics {
             Box::new(cross_zone_bytes.clone()),
             Box::new(ratelimit_decisions.clone()),
             Box::new(mirror_requests.clone()),
+            Box::new(trace_spans_dropped.clone()),
+            Box::new(trace_export_errors.clone()),
             Box::new(mirror_mismatch.clone()),
             Box::new(ratelimit_store_errors.clone()),
             Box::new(config_reloads.clone()),
@@ -245,6 +261,8 @@ impl Metrics {
             ratelimit_decisions,
             mirror_requests,
             mirror_mismatch,
+            trace_spans_dropped,
+            trace_export_errors,
             ratelimit_store_errors,
             config_reloads,
             config_generation,

@@ -144,6 +144,7 @@ pub fn start(
     host: Option<&HeaderValue>,
     has_body: bool,
     request_id: &str,
+    traceparent: Option<&str>,
 ) -> Option<MirrorHandle> {
     let key = target
         .sample_key
@@ -157,7 +158,10 @@ pub fn start(
         count(route, "dropped");
         return None;
     };
-    let header = copy_header(target, req, host, has_body)?;
+    let mut header = copy_header(target, req, host, has_body)?;
+    if let Some(tp) = traceparent {
+        header.insert_header("traceparent", tp).ok()?;
+    }
     let (tx, rx) = if has_body {
         let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
         (Some(tx), Some(rx))

@@ -65,6 +65,7 @@ fn exit_when_drained(
                     }
                     tracing::info!("drained: no request in flight, exiting");
                     crate::access_log::flush(Duration::from_secs(1));
+                    crate::telemetry::flush();
                     std::process::exit(0);
                 }
                 Ok(_) | Err(RecvError::Lagged(_)) => {}

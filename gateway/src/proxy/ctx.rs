@@ -55,6 +55,8 @@ pub struct RequestCtx {
     pub mirrors: Vec<crate::mirror::MirrorHandle>,
     /// Digest of the primary's response body (compare mode).
     pub body_digest: Option<crate::mirror::BodyDigest>,
+    /// Trace context and spans.
+    pub trace: Option<crate::telemetry::RequestTrace>,
 }
 
 impl RequestCtx {
@@ -82,6 +84,7 @@ impl RequestCtx {
             overloaded: false,
             mirrors: Vec::new(),
             body_digest: None,
+            trace: None,
         }
     }
 

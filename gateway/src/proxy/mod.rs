@@ -114,6 +114,7 @@ impl ProxyHttp for GatewayProxy {
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
         ctx.request_id = forwarding::request_id(session.req_header());
+        ctx.trace = Some(crate::telemetry::RequestTrace::start(session.req_header()));
         let req = session.req_header_mut();
         req.insert_header(REQUEST_ID, ctx.request_id.as_str())?;
         ctx.original_host = req.headers.get(http::header::HOST).cloned().or_else(|| {
@@ -137,6 +138,9 @@ impl ProxyHttp for GatewayProxy {
         };
         ctx.route = Some(idx);
         let route = &runtime.router.routes[idx];
+        if let Some(t) = ctx.trace.as_mut() {
+            t.set_route(session.req_header().method.as_str(), &route.name, None);
+        }
         if let Some(limits) = &route.rate_limits {
             let decision = {
                 let keys = SimpleRequestKeys {
@@ -222,6 +226,7 @@ impl ProxyHttp for GatewayProxy {
                 ctx.deadline = route.timeout.map(|t| ctx.start + t);
                 if !route.mirrors.is_empty() {
                     let has_body = !session.is_body_empty();
+                    let traceparent = ctx.trace.as_ref().map(|t| t.traceparent());
                     for target in &route.mirrors {
                         if let Some(h) = crate::mirror::start(
                             target,
@@ -230,6 +235,7 @@ impl ProxyHttp for GatewayProxy {
                             ctx.original_host.as_ref(),
                             has_body,
                             &ctx.request_id,
+                            traceparent.as_deref(),
                         ) {
                             if h.compare_body && ctx.body_digest.is_none() {
                                 ctx.body_digest = Some(crate::mirror::BodyDigest::default());
@@ -284,6 +290,13 @@ impl ProxyHttp for GatewayProxy {
         }
         ctx.pending = true;
         ctx.use_endpoint(pick.index);
+        if let Some(t) = ctx.trace.as_mut() {
+            t.start_attempt(
+                ctx.tries + 1,
+                &cluster.endpoints[pick.index].label,
+                pick.priority.label(),
+            );
+        }
         METRICS
             .upstream_requests
             .with_label_values(&[&*cluster.name, pick.priority.label()])
@@ -386,6 +399,9 @@ impl ProxyHttp for GatewayProxy {
         if let Some(h) = &route.host_rewrite {
             upstream.insert_header(http::header::HOST, h.clone())?;
         }
+        if let Some(t) = &ctx.trace {
+            upstream.insert_header("traceparent", t.upstream_traceparent())?;
+        }
         forwarding::set_forwarded(
             upstream,
             ctx.client_ip,
@@ -405,6 +421,9 @@ impl ProxyHttp for GatewayProxy {
         ctx: &mut RequestCtx,
     ) -> pingora::Result<()> {
         let status = resp.status.as_u16();
+        if let Some(t) = ctx.trace.as_mut() {
+            t.end_attempt(Some(status), (status >= 500).then_some("5xx"));
+        }
         if let (Some(c), Some(i)) = (&ctx.cluster, ctx.endpoint) {
             let result = if status >= 500 {
                 TryResult::ServerError
@@ -465,6 +484,9 @@ impl ProxyHttp for GatewayProxy {
         mut e: Box<Error>,
     ) -> Box<Error> {
         ctx.end_pending();
+        if let Some(t) = ctx.trace.as_mut() {
+            t.end_attempt(None, Some(e.etype().as_str()));
+        }
         if let Some(c) = &ctx.cluster {
             METRICS
                 .upstream_errors
@@ -496,6 +518,9 @@ impl ProxyHttp for GatewayProxy {
             // Decided (budget taken) in upstream_response_filter.
             e.set_retry(true);
             return e;
+        }
+        if let Some(t) = ctx.trace.as_mut() {
+            t.end_attempt(None, Some(e.etype().as_str()));
         }
         let upstream_side = *e.esource() == ErrorSource::Upstream;
         if upstream_side {
@@ -570,6 +595,13 @@ impl ProxyHttp for GatewayProxy {
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let digest = ctx.body_digest.as_ref().map(|d| d.finish());
+        let trace_id = ctx.trace.as_ref().map(|t| t.trace_id());
+        if let Some(t) = ctx.trace.as_mut() {
+            t.finish(
+                status,
+                e.map(|e| std::borrow::Cow::Borrowed(e.etype().as_str())),
+            );
+        }
         for m in ctx.mirrors.drain(..) {
             m.finish(crate::mirror::PrimaryOutcome {
                 status,
@@ -619,6 +651,7 @@ impl ProxyHttp for GatewayProxy {
             "duration_ms": elapsed.as_secs_f64() * 1000.0,
             "tries": ctx.tries,
             "request_id": ctx.request_id,
+            "trace_id": trace_id,
             "client": ctx.client_ip.map(|ip| ip.to_string()),
             "error": e.map(|e| e.etype().as_str()),
         });
