@@ -1,0 +1,180 @@
+//! The configuration schema: plain serde types, one YAML document (plus
+//! `include:` files). These types describe *what* the operator asked for;
+//! [`crate::runtime`] compiles them into the structures the request path uses.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+pub use super::units::Duration;
+
+mod cluster;
+mod route;
+mod telemetry;
+
+pub use cluster::*;
+pub use route::*;
+pub use telemetry::*;
+
+/// The whole gateway configuration.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Identity and process settings of this gateway instance.
+    #[serde(default)]
+    pub gateway: GatewaySettings,
+    /// The admin listener (`/healthz`, `/readyz`, `/metrics`, `/config`).
+    #[serde(default)]
+    pub admin: AdminSettings,
+    /// Where the gateway accepts traffic.
+    #[serde(default)]
+    pub listeners: Vec<Listener>,
+    /// Named groups of upstream endpoints.
+    #[serde(default)]
+    pub clusters: Vec<Cluster>,
+    /// Routes, matched in file order; the first match wins.
+    #[serde(default)]
+    pub routes: Vec<Route>,
+    /// Access-log settings.
+    #[serde(default)]
+    pub telemetry: Telemetry,
+    /// Redis for `scope: fleet` rate limits (one quota for every gateway).
+    #[serde(default)]
+    pub rate_limit_store: Option<filters::ratelimit::StoreConfig>,
+    /// Glob patterns (relative to this file) of further files whose
+    /// `listeners`, `clusters` and `routes` are appended to this one's.
+    #[serde(default)]
+    pub include: Vec<String>,
+}
+
+/// Identity and process settings.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GatewaySettings {
+    /// Name of this instance, used in logs and metrics.
+    #[serde(default = "default_gateway_name")]
+    pub name: String,
+    /// Where this gateway runs (used by locality-aware routing).
+    #[serde(default)]
+    pub locality: Locality,
+    /// Worker threads per listener; default: the number of CPUs.
+    #[serde(default)]
+    pub threads: Option<usize>,
+    /// How long a graceful shutdown (SIGTERM) lets in-flight requests
+    /// finish; the process exits earlier once none is left.
+    #[serde(default = "default_drain_timeout")]
+    pub drain_timeout: Duration,
+    /// Unix socket for handing listening sockets to a new process
+    /// (`gateway run --upgrade`); default `/tmp/gateway-<name>-upgrade.sock`.
+    #[serde(default)]
+    pub upgrade_sock: Option<String>,
+}
+
+impl Default for GatewaySettings {
+    fn default() -> Self {
+        GatewaySettings {
+            name: default_gateway_name(),
+            locality: Locality::default(),
+            threads: None,
+            drain_timeout: default_drain_timeout(),
+            upgrade_sock: None,
+        }
+    }
+}
+
+fn default_gateway_name() -> String {
+    "gateway".to_string()
+}
+
+fn default_drain_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+/// Region / zone / cluster of a gateway or an endpoint.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Locality {
+    /// Region, e.g. `eu-west`.
+    #[serde(default)]
+    pub region: Option<String>,
+    /// Zone, e.g. `eu-west-1a`.
+    #[serde(default)]
+    pub zone: Option<String>,
+    /// Cluster, e.g. `cluster-a`.
+    #[serde(default)]
+    pub cluster: Option<String>,
+}
+
+/// The admin listener.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSettings {
+    /// Address to listen on; keep it on loopback unless it is firewalled.
+    #[serde(default = "default_admin_listen")]
+    pub listen: String,
+}
+
+impl Default for AdminSettings {
+    fn default() -> Self {
+        AdminSettings {
+            listen: default_admin_listen(),
+        }
+    }
+}
+
+fn default_admin_listen() -> String {
+    "127.0.0.1:9901".to_string()
+}
+
+/// A listening socket and how it speaks.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Listener {
+    /// Unique name, used in metrics and logs.
+    pub name: String,
+    /// `ip:port` to bind.
+    pub listen: String,
+    /// Terminate TLS on this listener.
+    #[serde(default)]
+    pub tls: Option<ListenerTls>,
+    /// Accept HTTP/2 with prior knowledge (h2c) next to HTTP/1.1 on a
+    /// plaintext listener. Default `true`.
+    #[serde(default = "default_true")]
+    pub h2c: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// TLS termination settings of a listener.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerTls {
+    /// PEM certificate chain, leaf first.
+    pub cert: String,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: String,
+    /// ALPN protocols offered, in order: `h2`, `http/1.1`.
+    #[serde(default = "default_alpn")]
+    pub alpn: Vec<Alpn>,
+}
+
+fn default_alpn() -> Vec<Alpn> {
+    vec![Alpn::H2, Alpn::Http11]
+}
+
+/// An ALPN protocol id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+pub enum Alpn {
+    /// HTTP/2.
+    #[serde(rename = "h2")]
+    H2,
+    /// HTTP/1.1.
+    #[serde(rename = "http/1.1")]
+    Http11,
+}
+
+/// Default endpoint and backend weight.
+fn default_weight() -> u32 {
+    1
+}

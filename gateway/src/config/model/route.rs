@@ -1,0 +1,243 @@
+//! Routes: matching, backends, direct responses, rewrites, retries, mirrors.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::*;
+
+use std::collections::BTreeMap;
+
+/// A route: what requests it matches and what happens to them.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    /// Unique name, used in metrics and logs.
+    pub name: String,
+    /// Conditions, all of which must hold. Empty matches everything.
+    #[serde(default, rename = "match")]
+    pub matches: RouteMatch,
+    /// Shorthand for `backends: [{cluster: NAME}]`.
+    #[serde(default)]
+    pub cluster: Option<String>,
+    /// Weighted clusters (canary splits).
+    #[serde(default)]
+    pub backends: Vec<Backend>,
+    /// Answer directly instead of proxying.
+    #[serde(default)]
+    pub direct_response: Option<DirectResponse>,
+    /// Rewrite the request before it goes upstream.
+    #[serde(default)]
+    pub rewrite: Option<Rewrite>,
+    /// Edit request headers sent upstream.
+    #[serde(default)]
+    pub request_headers: filters::headers::HeaderEdits,
+    /// Edit response headers sent to the client.
+    #[serde(default)]
+    pub response_headers: filters::headers::HeaderEdits,
+    /// Deadline for the whole upstream exchange until response headers
+    /// (all tries included); exceeded -> 504.
+    #[serde(default)]
+    pub timeout: Option<Duration>,
+    /// Retry policy.
+    #[serde(default)]
+    pub retries: Option<RetryPolicy>,
+    /// Rate limits; every rule must allow the request (else 429).
+    #[serde(default)]
+    pub rate_limit: Vec<filters::ratelimit::RuleConfig>,
+    /// Shadow copies of this route's traffic; the primary never waits for them.
+    #[serde(default)]
+    pub mirror: Vec<Mirror>,
+}
+
+/// A mirror target: a sampled copy of requests goes to `cluster`, its
+/// answer is read and discarded (or compared with the primary's).
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Mirror {
+    /// The shadow cluster.
+    pub cluster: String,
+    /// Share of requests copied, 0-100 (fractions allowed).
+    #[serde(default = "default_mirror_percentage")]
+    pub percentage: f64,
+    /// Request header whose value decides sampling (e.g. `x-request-id`):
+    /// the same value is always mirrored or never. Random without it.
+    #[serde(default)]
+    pub sample_key: Option<String>,
+    /// Headers removed from the copy (e.g. `authorization`).
+    #[serde(default)]
+    pub strip_headers: Vec<String>,
+    /// A body larger than this abandons the copy (counted `too_large`).
+    #[serde(default = "default_mirror_max_body")]
+    pub max_body_bytes: u64,
+    /// Copies in flight for this target; beyond, copies are dropped.
+    #[serde(default = "default_mirror_concurrency")]
+    pub max_concurrent: u32,
+    /// Deadline of one copy, from start to the end of its response.
+    #[serde(default = "default_mirror_timeout")]
+    pub timeout: Duration,
+    /// Compare the shadow's answer with the primary's.
+    #[serde(default)]
+    pub compare: Option<MirrorCompare>,
+}
+
+fn default_mirror_percentage() -> f64 {
+    100.0
+}
+fn default_mirror_max_body() -> u64 {
+    1024 * 1024
+}
+fn default_mirror_concurrency() -> u32 {
+    64
+}
+fn default_mirror_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+
+/// What compare mode checks.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MirrorCompare {
+    /// Status classes (2xx, 5xx, ...) must match.
+    #[serde(default = "default_true")]
+    pub status: bool,
+    /// Response bodies must have the same digest.
+    #[serde(default)]
+    pub body: bool,
+}
+
+/// Match conditions of a route.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RouteMatch {
+    /// Host: exact (`api.example.com`) or suffix wildcard (`*.example.com`),
+    /// case-insensitive, port ignored.
+    #[serde(default)]
+    pub host: Option<String>,
+    /// Exact path.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// Path prefix, on segment boundaries or not (`/api` matches `/api2`,
+    /// like Envoy's `prefix`).
+    #[serde(default)]
+    pub path_prefix: Option<String>,
+    /// Regular expression the whole path must match.
+    #[serde(default)]
+    pub path_regex: Option<String>,
+    /// Allowed methods.
+    #[serde(default)]
+    pub methods: Vec<String>,
+    /// Header conditions by name: a string is an exact match, or
+    /// `{present: true|false}`, `{exact: ..}`, `{regex: ..}`.
+    #[serde(default)]
+    pub headers: BTreeMap<String, ValueMatch>,
+    /// Query parameter conditions by name, same forms as `headers`.
+    #[serde(default)]
+    pub query: BTreeMap<String, ValueMatch>,
+}
+
+/// How a header or query value must look.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum ValueMatch {
+    /// Exact value.
+    Exact(String),
+    /// Explicit form.
+    Spec(ValueMatchSpec),
+}
+
+/// Explicit value condition; exactly one field must be set.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ValueMatchSpec {
+    /// The value must equal this.
+    #[serde(default)]
+    pub exact: Option<String>,
+    /// The whole value must match this regular expression.
+    #[serde(default)]
+    pub regex: Option<String>,
+    /// `true`: must be present (any value); `false`: must be absent.
+    #[serde(default)]
+    pub present: Option<bool>,
+}
+
+/// A weighted reference to a cluster.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Backend {
+    /// Cluster name.
+    pub cluster: String,
+    /// Relative weight (default 1).
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+}
+
+/// A canned response.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DirectResponse {
+    /// HTTP status code.
+    pub status: u16,
+    /// Response body.
+    #[serde(default)]
+    pub body: String,
+    /// Response headers.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+}
+
+/// Request rewrites applied before proxying.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Rewrite {
+    /// Replace the matched `path_prefix` with this.
+    #[serde(default)]
+    pub path_prefix: Option<String>,
+    /// Replace the `Host` header with this.
+    #[serde(default)]
+    pub host: Option<String>,
+}
+
+/// Retry policy of a route.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RetryPolicy {
+    /// Total tries including the first (e.g. 3 = one try plus two retries).
+    pub attempts: u32,
+    /// Deadline of each try until response headers.
+    #[serde(default)]
+    pub per_try_timeout: Option<Duration>,
+    /// Conditions that trigger a retry.
+    #[serde(default = "default_retry_on")]
+    pub on: Vec<RetryOn>,
+}
+
+fn default_retry_on() -> Vec<RetryOn> {
+    vec![
+        RetryOn::Named(RetryCondition::ConnectFailure),
+        RetryOn::Status(503),
+    ]
+}
+
+/// A retry condition: a name or a response status code.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum RetryOn {
+    /// A response status that triggers a retry (e.g. `503`).
+    Status(u16),
+    /// A named condition.
+    Named(RetryCondition),
+}
+
+/// Named retry conditions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum RetryCondition {
+    /// The connection to the endpoint could not be established (safe for
+    /// every method: nothing was sent).
+    ConnectFailure,
+    /// The connection broke or the per-try timeout passed before a response
+    /// arrived (idempotent methods only).
+    Reset,
+    /// 502, 503 and 504 responses.
+    GatewayError,
+}

@@ -1,0 +1,64 @@
+//! Telemetry: access log and tracing.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::*;
+
+/// Telemetry settings.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Telemetry {
+    /// Access log.
+    #[serde(default)]
+    pub access_log: AccessLog,
+    /// OpenTelemetry traces (off when absent; W3C `traceparent` is passed on
+    /// either way). Changes apply at restart.
+    #[serde(default)]
+    pub tracing: Option<TracingConfig>,
+}
+
+/// OpenTelemetry span export over OTLP/HTTP (protobuf).
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TracingConfig {
+    /// Collector base URL, e.g. `http://127.0.0.1:4318` (`/v1/traces` is appended).
+    pub otlp_endpoint: String,
+    /// Share of new traces recorded, 0-1; incoming sampled flags are followed.
+    #[serde(default = "default_sample_ratio")]
+    pub sample_ratio: f64,
+    /// `service.name` of the spans (default: `gateway.name`).
+    #[serde(default)]
+    pub service_name: Option<String>,
+    /// Spans queued for export; beyond, spans are dropped and counted.
+    #[serde(default = "default_max_queue_size")]
+    pub max_queue_size: usize,
+    /// Deadline of one export call.
+    #[serde(default = "default_export_timeout")]
+    pub export_timeout: Duration,
+}
+
+fn default_sample_ratio() -> f64 {
+    1.0
+}
+fn default_max_queue_size() -> usize {
+    2048
+}
+fn default_export_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+
+/// Access-log settings.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AccessLog {
+    /// Write one JSON line per request to standard output.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+}
+
+impl Default for AccessLog {
+    fn default() -> Self {
+        AccessLog { enabled: true }
+    }
+}

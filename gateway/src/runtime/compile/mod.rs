@@ -1,0 +1,6 @@
+//! The config compiler, split by concern. Each file adds methods to
+//! [`super::Compiler`]; errors are collected, never returned early.
+
+mod clusters;
+mod listeners;
+mod routes;
