@@ -6,6 +6,8 @@
 
 pub mod ctx;
 pub mod forwarding;
+mod mirroring;
+mod ratelimit;
 pub mod respond;
 
 use std::sync::Arc;
@@ -27,7 +29,6 @@ use crate::runtime::locality::Priority;
 use crate::runtime::route::Action;
 use crate::Gateway;
 use ctx::RequestCtx;
-use filters::ratelimit::SimpleRequestKeys;
 use forwarding::{Headers, REQUEST_ID};
 
 /// The proxy service of one listener.
@@ -142,43 +143,17 @@ impl ProxyHttp for GatewayProxy {
             t.set_route(session.req_header().method.as_str(), &route.name, None);
         }
         if let Some(limits) = &route.rate_limits {
-            let decision = {
-                let keys = SimpleRequestKeys {
-                    client_ip: ctx.client_ip,
-                    headers: Some(&session.req_header().headers),
-                    claims: None,
-                    principal: None,
-                    route: &route.name,
-                };
-                limits
-                    .evaluate(&keys, runtime.rate_limit_store.as_deref())
-                    .await
-            };
-            for o in &decision.outcomes {
-                METRICS
-                    .ratelimit_decisions
-                    .with_label_values(&[&*route.name, &*o.rule, o.verdict.as_str()])
-                    .inc();
-            }
-            if decision.store_error {
-                METRICS.ratelimit_store_errors.inc();
-                tracing::warn!(route = %route.name, "rate-limit store unavailable; on_store_error applied");
-            }
-            let headers = decision.headers();
-            if !decision.allowed {
-                let extra = headers.map(|h| h.pairs()).unwrap_or_default();
-                respond::write(
-                    session,
-                    429,
-                    Bytes::from_static(b"rate limited\n"),
-                    &extra,
-                    Some(route),
-                    &ctx.request_id,
-                )
-                .await?;
+            if ratelimit::enforce(
+                session,
+                ctx,
+                route,
+                limits,
+                runtime.rate_limit_store.as_deref(),
+            )
+            .await?
+            {
                 return Ok(true);
             }
-            ctx.ratelimit_headers = headers;
         }
         match &route.action {
             Action::Direct(d) => {
@@ -225,24 +200,7 @@ impl ProxyHttp for GatewayProxy {
                 ctx.set_cluster(cluster.clone());
                 ctx.deadline = route.timeout.map(|t| ctx.start + t);
                 if !route.mirrors.is_empty() {
-                    let has_body = !session.is_body_empty();
-                    let traceparent = ctx.trace.as_ref().map(|t| t.traceparent());
-                    for target in &route.mirrors {
-                        if let Some(h) = crate::mirror::start(
-                            target,
-                            &route.name,
-                            session.req_header(),
-                            ctx.original_host.as_ref(),
-                            has_body,
-                            &ctx.request_id,
-                            traceparent.as_deref(),
-                        ) {
-                            if h.compare_body && ctx.body_digest.is_none() {
-                                ctx.body_digest = Some(crate::mirror::BodyDigest::default());
-                            }
-                            ctx.mirrors.push(h);
-                        }
-                    }
+                    mirroring::start_copies(session, ctx, route);
                 }
                 Ok(false)
             }
