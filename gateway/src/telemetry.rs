@@ -261,19 +261,39 @@ impl RequestTrace {
         self.trace_id.to_string()
     }
 
-    /// Names the server span after the route and records where it went.
-    pub fn set_route(&mut self, method: &str, route: &str, cluster: Option<&str>) {
+    /// Names the server span after the route and records request facts.
+    pub fn set_route(
+        &mut self,
+        method: &str,
+        route: &str,
+        https: bool,
+        client: Option<std::net::IpAddr>,
+    ) {
         if let Some(s) = self.server.as_mut() {
             s.update_name(format!("{method} {route}"));
             s.set_attribute(KeyValue::new("http.route", route.to_string()));
-            if let Some(c) = cluster {
-                s.set_attribute(KeyValue::new("gateway.cluster", c.to_string()));
+            s.set_attribute(KeyValue::new(
+                "url.scheme",
+                if https { "https" } else { "http" },
+            ));
+            if let Some(ip) = client {
+                s.set_attribute(KeyValue::new("client.address", ip.to_string()));
             }
         }
     }
 
     /// Starts the span of an upstream attempt (ending an unfinished one).
-    pub fn start_attempt(&mut self, attempt: u32, endpoint: &str, locality: &'static str) {
+    pub fn start_attempt(
+        &mut self,
+        attempt: u32,
+        cluster: &str,
+        endpoint: &str,
+        locality: &'static str,
+    ) {
+        if let Some(s) = self.server.as_mut() {
+            s.set_attribute(KeyValue::new("gateway.cluster", cluster.to_string()));
+            s.set_attribute(KeyValue::new("gateway.endpoint", endpoint.to_string()));
+        }
         self.end_attempt(None, Some("abandoned"));
         let Some((_, tracer)) = TRACER.get() else {
             self.attempt_id = Some(random_span_id());
@@ -291,6 +311,7 @@ impl RequestTrace {
             .with_kind(SpanKind::Client)
             .with_attributes([
                 KeyValue::new("gateway.attempt", attempt as i64),
+                KeyValue::new("gateway.cluster", cluster.to_string()),
                 KeyValue::new("server.address", endpoint.to_string()),
                 KeyValue::new("gateway.locality", locality),
             ])
@@ -397,7 +418,7 @@ mod tests {
         .unwrap();
         let mut t = RequestTrace::start(&req);
         assert_eq!(t.trace_id(), "4bf92f3577b34da6a3ce929d0e0e4736");
-        t.start_attempt(1, "127.0.0.1:1", "zone");
+        t.start_attempt(1, "c", "127.0.0.1:1", "zone");
         let up = t.upstream_traceparent();
         assert!(
             up.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-") && up.ends_with("-01"),

@@ -11,14 +11,24 @@
 
 mod certs;
 mod client;
+mod env_gateway;
 mod gateway;
+pub mod otlp;
 mod prom;
+mod prom_families;
+mod redis;
+mod switchable;
 mod upstream;
 
 pub use certs::{LeafCert, TestCa};
 pub use client::{curl, http_client, http_client_with_host, tls_client, CurlOutput};
+pub use env_gateway::EnvGateway;
 pub use gateway::{gateway_bin, run_gateway, workspace_root, Gateway, GatewayOutput};
+pub use otlp::{show_spans, AttrValue, OtlpReceiver, ReceivedSpan, SpanKind};
 pub use prom::{metric_value, parse_prometheus, Sample};
+pub use prom_families::{parse_families, Family};
+pub use redis::{RedisServer, REDIS_INSTALL_HINT};
+pub use switchable::{SwitchableUpstream, SWITCHABLE_BODY_LEN, SWITCHABLE_HEALTH_PATH};
 pub use upstream::{
     pseudo_random_bytes, sha256_hex, Reply, RequestInfo, Upstream, UpstreamHandler, DOWNLOAD_SEED,
     GENERATED_CHUNK,

@@ -140,7 +140,12 @@ impl ProxyHttp for GatewayProxy {
         ctx.route = Some(idx);
         let route = &runtime.router.routes[idx];
         if let Some(t) = ctx.trace.as_mut() {
-            t.set_route(session.req_header().method.as_str(), &route.name, None);
+            t.set_route(
+                session.req_header().method.as_str(),
+                &route.name,
+                self.https,
+                ctx.client_ip,
+            );
         }
         if let Some(limits) = &route.rate_limits {
             if ratelimit::enforce(
@@ -251,6 +256,7 @@ impl ProxyHttp for GatewayProxy {
         if let Some(t) = ctx.trace.as_mut() {
             t.start_attempt(
                 ctx.tries + 1,
+                &cluster.name,
                 &cluster.endpoints[pick.index].label,
                 pick.priority.label(),
             );
@@ -524,6 +530,10 @@ impl ProxyHttp for GatewayProxy {
         } else {
             respond::classify(e)
         };
+        // After a failed proxy attempt Pingora closes the downstream
+        // connection (whatever `can_reuse_downstream` says), so announce it:
+        // `Connection: close` keeps clients from sending on a closing socket.
+        session.set_keepalive(None);
         if code > 0 && session.response_written().is_none() {
             let route = ctx.route.and_then(|i| ctx.runtime.router.routes.get(i));
             let extra = if ctx.overloaded {

@@ -339,9 +339,34 @@ impl Cluster {
                     return None;
                 }
                 let start = self.rr_next[slot].fetch_add(1, Ordering::Relaxed);
-                (0..len)
-                    .map(|k| schedule[(start + k) % len])
-                    .find(|&i| allowed(i))
+                let in_slot = |i: usize| prio.is_none_or(|p| self.endpoints[i].priority == p);
+                let weight = |i: usize| self.endpoints[i].weight as u64;
+                let (mut full, mut open) = (0u64, 0u64);
+                for i in (0..self.endpoints.len()).filter(|&i| in_slot(i)) {
+                    full += weight(i);
+                    if allowed(i) {
+                        open += weight(i);
+                    }
+                }
+                if open == full {
+                    return Some(schedule[start % len]);
+                }
+                // Some endpoints are out (unhealthy, ejected, tried): skipping
+                // them in the schedule would hand their turns to their
+                // successors, so rotate over the remaining weight instead.
+                if open == 0 {
+                    return None;
+                }
+                let mut pos = start as u64 % open;
+                (0..self.endpoints.len())
+                    .filter(|&i| in_slot(i) && allowed(i))
+                    .find(|&i| {
+                        if pos < weight(i) {
+                            return true;
+                        }
+                        pos -= weight(i);
+                        false
+                    })
             }
             LbPolicy::Random => self.weighted_random(&allowed, None),
             LbPolicy::LeastRequest => {
@@ -562,6 +587,16 @@ mod tests {
             seen[pick(&c, None, &[]).unwrap()] += 1;
         }
         assert_eq!(seen, [0, 50, 0, 50]);
+    }
+
+    #[test]
+    fn round_robin_stays_even_when_endpoints_are_out() {
+        let c = cluster(LbPolicy::RoundRobin, &[1, 1, 1, 1]);
+        let mut seen = [0; 4];
+        for _ in 0..200 {
+            seen[pick(&c, None, &[1, 2]).unwrap()] += 1;
+        }
+        assert_eq!(seen, [100, 0, 0, 100]);
     }
 
     #[test]
