@@ -222,3 +222,52 @@ fn readyz_means_listeners_accept_connections() {
         "/readyz answered 200 while listeners {refused:?} still refused connections"
     );
 }
+
+/// `success_sample_ratio: 0` logs no successful request, yet every failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_log_samples_successes_but_keeps_failures() {
+    let echo = Upstream::echo();
+    let (admin, port) = (free_port(), free_port());
+    let gw = Gateway::start(&tpl(
+        r#"
+admin: {listen: "127.0.0.1:${admin}"}
+telemetry: {access_log: {success_sample_ratio: 0}}
+listeners:
+  - {name: public, listen: "127.0.0.1:${port}"}
+clusters:
+  - {name: c1, endpoints: [{address: "${echo}"}]}
+routes:
+  - {name: ok, match: {path: /ok}, cluster: c1}
+"#,
+        &[
+            ("admin", &admin),
+            ("port", &port),
+            ("echo", &echo.address()),
+        ],
+    ));
+    let client = http_client();
+    for _ in 0..20 {
+        let r = client.get(url(port, "/ok")).send().await.expect("request");
+        assert_eq!(r.status(), 200);
+    }
+    for _ in 0..5 {
+        let r = client
+            .get(url(port, "/missing"))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(r.status(), 404);
+    }
+    let failures = gw.wait_access_log(5, Duration::from_secs(5), |v| v["status"] == 404);
+    assert_eq!(failures.len(), 5, "every failed request is logged");
+    let successes = gw
+        .access_log()
+        .into_iter()
+        .filter(|v| v["status"] == 200)
+        .count();
+    assert_eq!(
+        successes, 0,
+        "successful requests are sampled out at ratio 0"
+    );
+    assert_eq!(echo.count(), 20, "sampling only affects the log");
+}

@@ -600,7 +600,12 @@ impl ProxyHttp for GatewayProxy {
                     .inc_by(bytes as u64);
             }
         }
-        if !ctx.runtime.config.telemetry.access_log.enabled {
+        let log = &ctx.runtime.config.telemetry.access_log;
+        let sampled_out = (100..400).contains(&status)
+            && e.is_none()
+            && log.success_sample_ratio < 1.0
+            && fastrand::f64() >= log.success_sample_ratio;
+        if !log.enabled || sampled_out {
             return;
         }
         let req = session.req_header();

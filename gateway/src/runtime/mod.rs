@@ -149,6 +149,7 @@ pub fn compile(loaded: &LoadedConfig, previous: Option<&Runtime>) -> Result<Runt
     let cfg = &loaded.config;
     let admin_addr = c.socket_addr(cfg.admin.listen.as_str(), |s, m| s.top("admin.listen", m));
     let listeners = c.listeners(cfg, admin_addr);
+    c.telemetry(cfg);
     let clusters = c.clusters(cfg);
     let routes = c.routes(cfg, &clusters);
     let rate_limit_store = c.rate_limit_store(cfg, &routes);

@@ -55,10 +55,21 @@ pub struct AccessLog {
     /// Write one JSON line per request to standard output.
     #[serde(default = "default_true")]
     pub enabled: bool,
+    /// Share (0-1) of successful requests (status below 400) that are
+    /// logged; failures are always logged.
+    #[serde(default = "default_success_sample_ratio")]
+    pub success_sample_ratio: f64,
+}
+
+fn default_success_sample_ratio() -> f64 {
+    1.0
 }
 
 impl Default for AccessLog {
     fn default() -> Self {
-        AccessLog { enabled: true }
+        AccessLog {
+            enabled: true,
+            success_sample_ratio: default_success_sample_ratio(),
+        }
     }
 }

@@ -3,6 +3,33 @@
 use super::super::*;
 
 impl Compiler<'_> {
+    /// Checks settings outside listeners, clusters and routes.
+    pub(in crate::runtime) fn telemetry(&mut self, cfg: &Config) {
+        let ratio = cfg.telemetry.access_log.success_sample_ratio;
+        if !(0.0..=1.0).contains(&ratio) {
+            let d = self.src.top(
+                "telemetry.access_log.success_sample_ratio",
+                "must be between 0 and 1",
+            );
+            self.errors.push(d);
+        }
+        if let Some(t) = &cfg.telemetry.tracing {
+            if !(0.0..=1.0).contains(&t.sample_ratio) {
+                let d = self
+                    .src
+                    .top("telemetry.tracing.sample_ratio", "must be between 0 and 1");
+                self.errors.push(d);
+            }
+            if !t.otlp_endpoint.starts_with("http://") && !t.otlp_endpoint.starts_with("https://") {
+                let d = self.src.top(
+                    "telemetry.tracing.otlp_endpoint",
+                    format!("`{}` must be an http:// or https:// URL", t.otlp_endpoint),
+                );
+                self.errors.push(d);
+            }
+        }
+    }
+
     pub(in crate::runtime) fn listeners(
         &mut self,
         cfg: &Config,
