@@ -162,11 +162,22 @@ impl ProxyHttp for GatewayProxy {
         }
         match &route.action {
             Action::Direct(d) => {
+                let limit_headers = ctx.ratelimit_headers.as_ref().map(|h| h.pairs());
+                let headers: std::borrow::Cow<'_, [_]> = match limit_headers {
+                    Some(extra) => d
+                        .headers
+                        .iter()
+                        .cloned()
+                        .chain(extra)
+                        .collect::<Vec<_>>()
+                        .into(),
+                    None => (&d.headers[..]).into(),
+                };
                 respond::write(
                     session,
                     d.status,
                     d.body.clone(),
-                    &d.headers,
+                    &headers,
                     Some(route),
                     &ctx.request_id,
                 )
