@@ -1,7 +1,8 @@
 //! Traffic mirroring: a sampled copy of a request goes to a shadow cluster
 //! on a spawned task. The primary never waits for it and is never changed by
 //! it: the copy gets its own header, its body is teed chunk by chunk through
-//! a bounded channel (`try_send`; a full channel drops the copy), and the
+//! a channel that holds at most `max_body_bytes` (never awaited: past the
+//! cap the copy is abandoned, counted `too_large`), and the
 //! shadow's answer is read and discarded — or, in compare mode, its status
 //! class and body digest are compared with the primary's.
 
@@ -19,23 +20,28 @@ use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use crate::metrics::METRICS;
 use crate::runtime::cluster::Cluster;
 
-/// Chunks buffered per copy before it is dropped.
-const CHANNEL_CHUNKS: usize = 16;
-
 /// Pingora's client, shared by every mirror copy (pooled connections, TLS).
 static CONNECTOR: LazyLock<Connector> = LazyLock::new(|| Connector::new(None));
 
 /// Header marking a mirrored request.
 const MIRROR_HEADER: HeaderName = HeaderName::from_static("x-gateway-mirror");
 /// Request fields that describe the downstream connection only.
-const HOP_BY_HOP: [&str; 6] = [
+/// `expect` too: the copy's body is sent at once, never after a 100 Continue.
+const HOP_BY_HOP: [&str; 7] = [
     "connection",
     "keep-alive",
     "proxy-connection",
     "te",
     "trailer",
     "upgrade",
+    "expect",
 ];
+
+/// Builds the shared client now (it loads the platform CA store), so the
+/// first mirrored request does not pay for it on a request thread.
+pub fn warm_up() {
+    LazyLock::force(&CONNECTOR);
+}
 
 /// A compiled mirror target of a route.
 pub struct MirrorTarget {
@@ -80,7 +86,7 @@ pub struct PrimaryOutcome {
 
 /// The request path's end of one copy.
 pub struct MirrorHandle {
-    tx: Option<mpsc::Sender<Chunk>>,
+    tx: Option<mpsc::UnboundedSender<Chunk>>,
     sent: u64,
     max: u64,
     hint: Arc<AtomicU8>,
@@ -90,23 +96,30 @@ pub struct MirrorHandle {
 }
 
 impl MirrorHandle {
-    /// Feeds a chunk of the request body (first try only). Never waits.
-    pub fn feed(&mut self, chunk: Option<&Bytes>, end_of_stream: bool) {
+    /// Feeds a chunk of the request body that starts at byte `offset` of
+    /// the body. A retry replays the body from its start: bytes the copy
+    /// already has are skipped. Never waits; what is buffered is bounded by
+    /// `max_body_bytes` (the copy is abandoned beyond it).
+    pub fn feed(&mut self, offset: u64, chunk: Option<&Bytes>, end_of_stream: bool) {
         let Some(tx) = &self.tx else { return };
         if let Some(data) = chunk.filter(|d| !d.is_empty()) {
-            self.sent += data.len() as u64;
-            if self.sent > self.max {
-                self.abandon(HINT_TOO_LARGE);
-                return;
-            }
-            if tx.try_send(Chunk::Data(data.clone())).is_err() {
-                self.abandon(HINT_DROPPED);
-                return;
+            let end = offset + data.len() as u64;
+            if end > self.sent {
+                let new = data.slice(self.sent.saturating_sub(offset) as usize..);
+                self.sent = end;
+                if self.sent > self.max {
+                    self.abandon(HINT_TOO_LARGE);
+                    return;
+                }
+                if tx.send(Chunk::Data(new)).is_err() {
+                    self.abandon(HINT_DROPPED);
+                    return;
+                }
             }
         }
         if end_of_stream {
             if let Some(tx) = self.tx.take() {
-                if tx.try_send(Chunk::End).is_err() {
+                if tx.send(Chunk::End).is_err() {
                     self.hint.store(HINT_DROPPED, Ordering::Relaxed);
                 }
             }
@@ -163,7 +176,7 @@ pub fn start(
         header.insert_header("traceparent", tp).ok()?;
     }
     let (tx, rx) = if has_body {
-        let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
+        let (tx, rx) = mpsc::unbounded_channel();
         (Some(tx), Some(rx))
     } else {
         (None, None)
@@ -243,7 +256,7 @@ struct Job {
     cluster: Arc<Cluster>,
     route: Arc<str>,
     header: Option<Box<RequestHeader>>,
-    body: Option<mpsc::Receiver<Chunk>>,
+    body: Option<mpsc::UnboundedReceiver<Chunk>>,
     hint: Arc<AtomicU8>,
     primary: Option<oneshot::Receiver<PrimaryOutcome>>,
     timeout: Duration,
@@ -339,11 +352,21 @@ impl Job {
             .finish_request_body()
             .await
             .map_err(|e| Failure::Error(e.to_string()))?;
-        session
-            .read_response_header()
-            .await
-            .map_err(|e| Failure::Error(e.to_string()))?;
-        let status = session.response_header().map_or(0, |r| r.status.as_u16());
+        let mut status = 0;
+        // Skip informational answers (at most a few).
+        for _ in 0..4 {
+            session
+                .read_response_header()
+                .await
+                .map_err(|e| Failure::Error(e.to_string()))?;
+            status = session.response_header().map_or(0, |r| r.status.as_u16());
+            if status >= 200 {
+                break;
+            }
+        }
+        if status < 200 {
+            return Err(Failure::Error(format!("no final answer (status {status})")));
+        }
         let mut digest = self.compare_body.then(BodyDigest::default);
         while let Some(chunk) = session
             .read_response_body()

@@ -148,6 +148,7 @@ pub fn run(gateway: Arc<Gateway>, upgrade: bool) -> anyhow::Result<()> {
     server.add_service(admin);
 
     crate::reload::spawn(gateway.clone())?;
+    crate::mirror::warm_up();
     tracing::info!(
         listeners = runtime.listeners.len(),
         admin = %runtime.admin_addr,

@@ -53,6 +53,8 @@ pub struct RequestCtx {
     pub overloaded: bool,
     /// Mirror copies of this request.
     pub mirrors: Vec<crate::mirror::MirrorHandle>,
+    /// Request body bytes seen in the current try (mirror tee offset).
+    pub body_offset: u64,
     /// Digest of the primary's response body (compare mode).
     pub body_digest: Option<crate::mirror::BodyDigest>,
     /// Trace context and spans.
@@ -83,6 +85,7 @@ impl RequestCtx {
             conn_in_use: false,
             overloaded: false,
             mirrors: Vec::new(),
+            body_offset: 0,
             body_digest: None,
             trace: None,
         }

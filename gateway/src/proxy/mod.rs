@@ -249,8 +249,10 @@ impl ProxyHttp for GatewayProxy {
         let Some(pick) = cluster.select(hash, &ctx.tried) else {
             return Error::e_explain(ErrorType::HTTPStatus(503), "no healthy upstream");
         };
-        // A retry: the previous try's connection is no longer in use.
+        // A retry: the previous try's connection is no longer in use, and
+        // its request body starts over.
         ctx.release_connection();
+        ctx.body_offset = 0;
         if !cluster.admit_pending() {
             ctx.overloaded = true;
             METRICS
@@ -314,12 +316,13 @@ impl ProxyHttp for GatewayProxy {
         end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> pingora::Result<()> {
-        // Retries replay the buffered prefix: tee the first try only.
-        if ctx.tries <= 1 {
-            for m in &mut ctx.mirrors {
-                m.feed(body.as_ref(), end_of_stream);
-            }
+        // Each try sees the body from its start (a retry replays the
+        // buffered prefix); the copies skip what they already have.
+        let offset = ctx.body_offset;
+        for m in &mut ctx.mirrors {
+            m.feed(offset, body.as_ref(), end_of_stream);
         }
+        ctx.body_offset += body.as_ref().map_or(0, |b| b.len() as u64);
         Ok(())
     }
 
