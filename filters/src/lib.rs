@@ -3,6 +3,8 @@
 //! tests. Policies work on plain request/response data, never on a server, so
 //! they are tested without one.
 
+pub mod authz;
 pub mod headers;
+pub mod identity;
 pub mod mirror;
 pub mod ratelimit;
