@@ -1,5 +1,5 @@
-//! Human-friendly scalar units used in config files: durations (`250ms`, `10s`,
-//! `1m`) and rates (`100/s`).
+//! Human-friendly durations in config files (`250ms`, `10s`, `1m`). Rates
+//! (`100/s`) belong to the rate-limit rules (`filters::ratelimit::Rate`).
 
 use std::borrow::Cow;
 use std::fmt;
@@ -95,76 +95,6 @@ impl JsonSchema for Duration {
     }
 }
 
-/// A rate written as `N/s`, `N/m` or `N/h`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct Rate {
-    /// How many events are allowed per `per`.
-    pub count: u64,
-    /// The period the count applies to.
-    pub per: std::time::Duration,
-}
-
-impl FromStr for Rate {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let (n, unit) = s
-            .trim()
-            .split_once('/')
-            .ok_or_else(|| format!("rate `{s}` must look like `100/s`"))?;
-        let count: u64 = n
-            .trim()
-            .parse()
-            .map_err(|_| format!("rate `{s}` must start with a whole number"))?;
-        if count == 0 {
-            return Err(format!("rate `{s}` must be greater than zero"));
-        }
-        let per = match unit.trim() {
-            "s" => std::time::Duration::from_secs(1),
-            "m" => std::time::Duration::from_secs(60),
-            "h" => std::time::Duration::from_secs(3600),
-            u => return Err(format!("rate `{s}` has unknown unit `{u}` (use s, m or h)")),
-        };
-        Ok(Rate { count, per })
-    }
-}
-
-impl fmt::Display for Rate {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let unit = match self.per.as_secs() {
-            1 => "s",
-            60 => "m",
-            _ => "h",
-        };
-        write!(f, "{}/{unit}", self.count)
-    }
-}
-
-impl<'de> Deserialize<'de> for Rate {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
-    }
-}
-
-impl Serialize for Rate {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl JsonSchema for Rate {
-    fn schema_name() -> Cow<'static, str> {
-        "Rate".into()
-    }
-    fn json_schema(_: &mut SchemaGenerator) -> Schema {
-        json_schema!({
-            "type": "string",
-            "pattern": "^[0-9]+/(s|m|h)$",
-            "description": "A rate such as `100/s`, `1000/m` or `5000/h`."
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -192,17 +122,6 @@ mod tests {
             "99999999999999999999h",
         ] {
             assert!(bad.parse::<Duration>().is_err(), "{bad} accepted");
-        }
-    }
-
-    #[test]
-    fn rates_parse_and_print() {
-        let r: Rate = "100/s".parse().unwrap();
-        assert_eq!((r.count, r.per.as_secs()), (100, 1));
-        assert_eq!(r.to_string(), "100/s");
-        assert_eq!("5/m".parse::<Rate>().unwrap().per.as_secs(), 60);
-        for bad in ["100", "0/s", "x/s", "10/d"] {
-            assert!(bad.parse::<Rate>().is_err(), "{bad} accepted");
         }
     }
 }
