@@ -153,6 +153,17 @@ impl ServeHttp for AdminApp {
         match req.uri.path() {
             "/healthz" => reply(StatusCode::OK, "text/plain", b"ok\n".to_vec()),
             "/readyz" => match self.unbound_listeners().await {
+                None if !self
+                    .gateway
+                    .jwks_ready
+                    .load(std::sync::atomic::Ordering::Relaxed) =>
+                {
+                    reply(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "text/plain",
+                        b"not ready: first JWKS fetch pending\n".to_vec(),
+                    )
+                }
                 None => reply(StatusCode::OK, "text/plain", b"ready\n".to_vec()),
                 Some(names) => reply(
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -182,10 +193,19 @@ impl ServeHttp for AdminApp {
                 bytes.push(b'\n');
                 reply(StatusCode::OK, "application/json", bytes)
             }
+            "/.well-known/jwks.json" => {
+                let runtime = self.gateway.runtime.load();
+                let doc =
+                    crate::identity::token::jwks_document(runtime.identity.token_signer.as_deref());
+                let mut bytes = serde_json::to_vec(&doc).unwrap_or_default();
+                bytes.push(b'\n');
+                reply(StatusCode::OK, "application/jwk-set+json", bytes)
+            }
             _ => reply(
                 StatusCode::NOT_FOUND,
                 "text/plain",
-                b"not found; try /healthz /readyz /metrics /config\n".to_vec(),
+                b"not found; try /healthz /readyz /metrics /config /.well-known/jwks.json\n"
+                    .to_vec(),
             ),
         }
     }

@@ -5,6 +5,7 @@
 pub mod access_log;
 pub mod admin;
 pub mod config;
+pub mod identity;
 pub mod metrics;
 pub mod mirror;
 pub mod proxy;
@@ -47,6 +48,9 @@ pub struct Gateway {
     /// Shutdown or upgrade has begun: answer with `Connection: close` so
     /// clients move to fresh connections before idle ones are cut.
     pub draining: AtomicBool,
+    /// Every `jwks_uri` of the starting config was fetched once (admin
+    /// `/readyz` waits for it, so the first tokens find their keys).
+    pub jwks_ready: AtomicBool,
 }
 
 /// Loads, validates and compiles the config at `path`.
@@ -80,6 +84,7 @@ impl Gateway {
             reload_status: Mutex::new(status),
             watch: Mutex::new(watch),
             draining: AtomicBool::new(false),
+            jwks_ready: AtomicBool::new(false),
         })
     }
 

@@ -51,6 +51,12 @@ pub struct Metrics {
     pub ratelimit_store_errors: IntCounter,
     /// `gateway_config_reloads_total{result}`: success, error, unchanged.
     pub config_reloads: IntCounterVec,
+    /// `gateway_authn_total{method,trust_domain,result}`: credentials
+    /// checked (mTLS at the handshake, JWT per request).
+    pub authn: IntCounterVec,
+    /// `gateway_authz_denied_total{route}`: requests refused by a route's
+    /// authorization rules (401 or 403).
+    pub authz_denied: IntCounterVec,
     /// `gateway_config_generation`: generation of the serving config.
     pub config_generation: IntGauge,
     /// `gateway_config_last_reload_success_timestamp_seconds`
@@ -197,6 +203,22 @@ impl Metrics {
             &["result"],
         )
         .expect("static metric definition");
+        let authn = IntCounterVec::new(
+            Opts::new(
+                "gateway_authn_total",
+                "Credentials checked, by method (mtls, jwt), trust domain and result (success or why not).",
+            ),
+            &["method", "trust_domain", "result"],
+        )
+        .expect("static metric definition");
+        let authz_denied = IntCounterVec::new(
+            Opts::new(
+                "gateway_authz_denied_total",
+                "Requests refused by a route's authorization rules.",
+            ),
+            &["route"],
+        )
+        .expect("static metric definition");
         let config_generation = IntGauge::new(
             "gateway_config_generation",
             "Generation of the serving config (1 = the one the process started with).",
@@ -238,6 +260,8 @@ impl Metrics {
             Box::new(mirror_mismatch.clone()),
             Box::new(ratelimit_store_errors.clone()),
             Box::new(config_reloads.clone()),
+            Box::new(authn.clone()),
+            Box::new(authz_denied.clone()),
             Box::new(config_generation.clone()),
             Box::new(config_last_success.clone()),
             Box::new(build_info),
@@ -265,6 +289,8 @@ impl Metrics {
             trace_export_errors,
             ratelimit_store_errors,
             config_reloads,
+            authn,
+            authz_denied,
             config_generation,
             config_last_success,
         }

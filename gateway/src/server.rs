@@ -4,7 +4,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use pingora::listeners::TlsAccept;
 use pingora::server::configuration::Opt;
 use pingora::server::ExecutionPhase;
 use tokio::sync::broadcast::error::RecvError;
@@ -17,15 +16,11 @@ use pingora::server::Server;
 use pingora::services::listening::Service;
 
 use crate::admin::AdminApp;
+use crate::config::ClientAuth;
+use crate::identity::client_auth::{PeerIdentityHook, SpiffeClientVerifier};
 use crate::metrics::METRICS;
 use crate::proxy::GatewayProxy;
 use crate::Gateway;
-
-/// TLS handshake hooks; none yet (identity extraction will live here).
-struct ListenerTlsHooks;
-
-#[async_trait::async_trait]
-impl TlsAccept for ListenerTlsHooks {}
 
 /// After a graceful shutdown started (SIGTERM, or SIGQUIT once the sockets
 /// were handed to the new process), Pingora sleeps for the whole grace
@@ -117,9 +112,17 @@ pub fn run(gateway: Arc<Gateway>, upgrade: bool) -> anyhow::Result<()> {
                 let Some(resolver) = gateway.listener_certs.get(&*l.name) else {
                     anyhow::bail!("listener `{}`: certificate not loaded", l.name);
                 };
-                let mut tls = TlsSettings::with_callbacks(Box::new(ListenerTlsHooks))
+                let mut tls = TlsSettings::with_callbacks(Box::new(PeerIdentityHook))
                     .map_err(|e| anyhow::anyhow!("listener `{}`: {e}", l.name))?;
                 tls.set_cert_resolver(resolver.clone());
+                if let Some(mode) = t.client_auth {
+                    tls.set_client_cert_verifier(Arc::new(SpiffeClientVerifier::new(
+                        gateway.clone(),
+                        l.name.clone(),
+                        mode == ClientAuth::Require,
+                        t.client_trust_domains.clone(),
+                    )));
+                }
                 if t.h2 {
                     tls.enable_h2();
                 }
@@ -148,6 +151,7 @@ pub fn run(gateway: Arc<Gateway>, upgrade: bool) -> anyhow::Result<()> {
     server.add_service(admin);
 
     crate::reload::spawn(gateway.clone())?;
+    crate::identity::jwks_fetch::spawn(gateway.clone())?;
     crate::mirror::warm_up();
     tracing::info!(
         listeners = runtime.listeners.len(),

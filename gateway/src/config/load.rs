@@ -157,6 +157,11 @@ impl Sources {
         self.resolve_in(file, p)
     }
 
+    /// Resolves a path written at the top level of the main file.
+    pub fn resolve_top(&self, p: &str) -> PathBuf {
+        self.resolve_in(0, p)
+    }
+
     fn resolve_in(&self, file: usize, p: &str) -> PathBuf {
         let p = Path::new(p);
         if p.is_absolute() {

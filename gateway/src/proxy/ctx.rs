@@ -59,6 +59,10 @@ pub struct RequestCtx {
     pub body_digest: Option<crate::mirror::BodyDigest>,
     /// Trace context and spans.
     pub trace: Option<crate::telemetry::RequestTrace>,
+    /// The authenticated caller, if any.
+    pub identity: Option<filters::identity::Identity>,
+    /// The connection's client certificate identity (mTLS).
+    pub peer: Option<crate::identity::PeerIdentity>,
 }
 
 impl RequestCtx {
@@ -88,6 +92,8 @@ impl RequestCtx {
             body_offset: 0,
             body_digest: None,
             trace: None,
+            identity: None,
+            peer: None,
         }
     }
 

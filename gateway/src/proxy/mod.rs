@@ -6,6 +6,7 @@
 
 pub mod ctx;
 pub mod forwarding;
+mod identity;
 mod mirroring;
 mod ratelimit;
 pub mod respond;
@@ -118,6 +119,7 @@ impl ProxyHttp for GatewayProxy {
         ctx.trace = Some(crate::telemetry::RequestTrace::start(session.req_header()));
         let req = session.req_header_mut();
         req.insert_header(REQUEST_ID, ctx.request_id.as_str())?;
+        identity::strip(req);
         ctx.original_host = req.headers.get(http::header::HOST).cloned().or_else(|| {
             req.uri
                 .authority()
@@ -146,6 +148,9 @@ impl ProxyHttp for GatewayProxy {
                 self.https,
                 ctx.client_ip,
             );
+        }
+        if identity::enforce(session, ctx, route).await? {
+            return Ok(true);
         }
         if let Some(limits) = &route.rate_limits {
             if ratelimit::enforce(
@@ -386,6 +391,7 @@ impl ProxyHttp for GatewayProxy {
             self.https,
             ctx.original_host.as_ref(),
         );
+        identity::pass_on(ctx, route, upstream)?;
         if !route.request_headers.is_empty() {
             route.request_headers.apply(&mut Headers(upstream));
         }

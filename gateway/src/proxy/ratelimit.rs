@@ -18,12 +18,13 @@ pub(super) async fn enforce(
     limits: &RouteRateLimits,
     store: Option<&RedisStore>,
 ) -> pingora::Result<bool> {
+    let principal = ctx.identity.as_ref().map(|i| i.principal());
     let decision = {
         let keys = SimpleRequestKeys {
             client_ip: ctx.client_ip,
             headers: Some(&session.req_header().headers),
             claims: None,
-            principal: None,
+            principal: principal.as_deref(),
             route: &route.name,
         };
         limits.evaluate(&keys, store).await

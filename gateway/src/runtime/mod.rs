@@ -52,6 +52,10 @@ pub struct ListenerTlsSpec {
     pub key: PathBuf,
     /// Offer h2 in ALPN.
     pub h2: bool,
+    /// Ask for client certificates (fixed at startup, like the address).
+    pub client_auth: Option<config::ClientAuth>,
+    /// Trust domains accepted for client certificates (`None`: all).
+    pub client_trust_domains: Option<Vec<String>>,
 }
 
 /// Everything the request path needs, immutable once built.
@@ -77,6 +81,8 @@ pub struct Runtime {
     /// Redis for fleet rate limits; kept across reloads while its config
     /// is unchanged.
     pub rate_limit_store: Option<Arc<filters::ratelimit::RedisStore>>,
+    /// Trust domains, JWT issuers and the token signer.
+    pub identity: crate::identity::IdentityRuntime,
 }
 
 impl Runtime {
@@ -105,6 +111,20 @@ pub fn referenced_files(loaded: &LoadedConfig) -> Vec<PathBuf> {
                 out.push(src.resolve(Section::Clusters, i, f));
             }
         }
+    }
+    for td in &loaded.config.trust_domains {
+        out.extend(td.ca.iter().map(|f| src.resolve_top(f)));
+        for iss in &td.jwt_issuers {
+            for f in [&iss.jwks_file, &iss.hmac_secret_file]
+                .into_iter()
+                .flatten()
+            {
+                out.push(src.resolve_top(f));
+            }
+        }
+    }
+    if let Some(t) = &loaded.config.token_issuer {
+        out.push(src.resolve_top(&t.key));
     }
     out
 }
@@ -150,6 +170,7 @@ pub fn compile(loaded: &LoadedConfig, previous: Option<&Runtime>) -> Result<Runt
     let admin_addr = c.socket_addr(cfg.admin.listen.as_str(), |s, m| s.top("admin.listen", m));
     let listeners = c.listeners(cfg, admin_addr);
     c.telemetry(cfg);
+    let identity = c.identity(cfg);
     let clusters = c.clusters(cfg);
     let routes = c.routes(cfg, &clusters);
     let rate_limit_store = c.rate_limit_store(cfg, &routes);
@@ -168,6 +189,7 @@ pub fn compile(loaded: &LoadedConfig, previous: Option<&Runtime>) -> Result<Runt
         watch_globs: loaded.sources.include_globs(),
         rate_limit_store,
         watch_files,
+        identity,
     })
 }
 

@@ -317,6 +317,8 @@ pub struct Route {
     pub rate_limits: Option<filters::ratelimit::RouteRateLimits>,
     /// Mirror targets.
     pub mirrors: Vec<crate::mirror::MirrorTarget>,
+    /// Authentication, authorization and identity passed upstream.
+    pub identity: crate::identity::request::RouteIdentity,
 }
 
 /// The ordered route table.

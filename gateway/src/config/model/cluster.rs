@@ -301,6 +301,10 @@ pub struct ClusterTls {
     /// PEM CA bundle to verify the upstream with (default: system roots).
     #[serde(default)]
     pub ca: Option<String>,
+    /// Verify the upstream with this trust domain's `ca` (interconnect to
+    /// another cluster's gateway); excludes `ca`.
+    #[serde(default)]
+    pub trust_domain: Option<String>,
     /// PEM client certificate chain for upstream mTLS.
     #[serde(default)]
     pub cert: Option<String>,

@@ -8,10 +8,12 @@ use serde::{Deserialize, Serialize};
 pub use super::units::Duration;
 
 mod cluster;
+mod identity;
 mod route;
 mod telemetry;
 
 pub use cluster::*;
+pub use identity::*;
 pub use route::*;
 pub use telemetry::*;
 
@@ -37,6 +39,13 @@ pub struct Config {
     /// Access-log settings.
     #[serde(default)]
     pub telemetry: Telemetry,
+    /// SPIFFE trust domains: client-certificate CA bundles and JWT issuers.
+    #[serde(default)]
+    pub trust_domains: Vec<TrustDomain>,
+    /// The gateway's own token signer (token exchange, admin
+    /// `/.well-known/jwks.json`).
+    #[serde(default)]
+    pub token_issuer: Option<TokenIssuer>,
     /// Redis for `scope: fleet` rate limits (one quota for every gateway).
     #[serde(default)]
     pub rate_limit_store: Option<filters::ratelimit::StoreConfig>,
@@ -157,6 +166,13 @@ pub struct ListenerTls {
     /// ALPN protocols offered, in order: `h2`, `http/1.1`.
     #[serde(default = "default_alpn")]
     pub alpn: Vec<Alpn>,
+    /// Ask for client certificates (mTLS with X.509-SVIDs).
+    #[serde(default)]
+    pub client_auth: Option<ClientAuth>,
+    /// Trust domains whose SVIDs are accepted; default: every trust domain
+    /// with a `ca`.
+    #[serde(default)]
+    pub client_trust_domains: Option<Vec<String>>,
 }
 
 fn default_alpn() -> Vec<Alpn> {

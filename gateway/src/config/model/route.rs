@@ -47,6 +47,12 @@ pub struct Route {
     /// Shadow copies of this route's traffic; the primary never waits for them.
     #[serde(default)]
     pub mirror: Vec<Mirror>,
+    /// Authentication (JWT) and authorization of callers.
+    #[serde(default)]
+    pub auth: Option<filters::authz::AuthzConfig>,
+    /// How the caller's identity is passed to the upstream.
+    #[serde(default)]
+    pub identity: Option<IdentityForwarding>,
 }
 
 /// A mirror target: a sampled copy of requests goes to `cluster`, its

@@ -13,7 +13,7 @@ impl Compiler<'_> {
         );
         let mut out = HashMap::new();
         for (i, c) in cfg.clusters.iter().enumerate() {
-            if let Some(cluster) = self.cluster(i, c) {
+            if let Some(cluster) = self.cluster(i, c, cfg) {
                 let kept = self
                     .previous
                     .and_then(|p| p.clusters.get(&c.name))
@@ -26,7 +26,7 @@ impl Compiler<'_> {
         out
     }
 
-    fn cluster(&mut self, i: usize, c: &config::Cluster) -> Option<Cluster> {
+    fn cluster(&mut self, i: usize, c: &config::Cluster, cfg: &Config) -> Option<Cluster> {
         let before = self.errors.len();
         if c.endpoints.is_empty() {
             self.err(
@@ -93,8 +93,39 @@ impl Compiler<'_> {
                 );
             }
             settings.tls_sni = Some(t.sni.clone());
-            if let Some(ca) = &t.ca {
-                let ca = self.src.resolve(Section::Clusters, i, ca);
+            let ca = match (&t.ca, &t.trust_domain) {
+                (Some(ca), None) => Some(self.src.resolve(Section::Clusters, i, ca)),
+                (None, Some(td)) => {
+                    let bundle = cfg
+                        .trust_domains
+                        .iter()
+                        .find(|d| d.name == *td)
+                        .and_then(|d| d.ca.as_ref());
+                    match bundle {
+                        Some(ca) => Some(self.src.resolve_top(ca)),
+                        None => {
+                            self.err(
+                                Section::Clusters,
+                                i,
+                                "tls.trust_domain",
+                                format!("no trust domain `{td}` with a `ca` bundle"),
+                            );
+                            None
+                        }
+                    }
+                }
+                (Some(_), Some(_)) => {
+                    self.err(
+                        Section::Clusters,
+                        i,
+                        "tls.trust_domain",
+                        "give either tls.ca or tls.trust_domain, not both",
+                    );
+                    None
+                }
+                (None, None) => None,
+            };
+            if let Some(ca) = ca {
                 files.push(ca.clone());
                 match tls::load_ca_bundle(&ca) {
                     Ok(b) => settings.ca = Some(b),

@@ -75,11 +75,14 @@ impl Compiler<'_> {
                         "alpn must list at least one protocol",
                     );
                 }
+                self.client_auth(i, t, cfg);
                 match tls::check_cert_pair(&cert, &key) {
                     Ok(()) => Some(ListenerTlsSpec {
                         cert,
                         key,
                         h2: t.alpn.contains(&Alpn::H2),
+                        client_auth: t.client_auth,
+                        client_trust_domains: t.client_trust_domains.clone(),
                     }),
                     Err(errs) => {
                         self.pair_errors(Section::Listeners, i, "tls", errs);
@@ -97,5 +100,42 @@ impl Compiler<'_> {
             }
         }
         out
+    }
+
+    /// Checks that client certificates can be verified: named trust domains
+    /// exist and have a CA bundle.
+    fn client_auth(&mut self, i: usize, t: &config::ListenerTls, cfg: &Config) {
+        let with_ca = |name: &str| {
+            cfg.trust_domains
+                .iter()
+                .any(|td| td.name == name && td.ca.is_some())
+        };
+        match (&t.client_auth, &t.client_trust_domains) {
+            (None, Some(_)) => self.err(
+                Section::Listeners,
+                i,
+                "tls.client_trust_domains",
+                "client_trust_domains needs `client_auth: require` or `optional`",
+            ),
+            (Some(_), Some(list)) => {
+                for (j, name) in list.iter().enumerate() {
+                    if !with_ca(name) {
+                        self.err(
+                            Section::Listeners,
+                            i,
+                            &format!("tls.client_trust_domains[{j}]"),
+                            format!("no trust domain `{name}` with a `ca` bundle"),
+                        );
+                    }
+                }
+            }
+            (Some(_), None) if !cfg.trust_domains.iter().any(|td| td.ca.is_some()) => self.err(
+                Section::Listeners,
+                i,
+                "tls.client_auth",
+                "client_auth needs at least one trust domain with a `ca` bundle",
+            ),
+            _ => {}
+        }
     }
 }

@@ -2,5 +2,6 @@
 //! [`super::Compiler`]; errors are collected, never returned early.
 
 mod clusters;
+mod identity;
 mod listeners;
 mod routes;

@@ -331,7 +331,9 @@ impl Compiler<'_> {
                 }
             };
             let mirrors = self.mirrors(i, r, clusters);
+            let identity = self.route_identity(i, r, cfg);
             out.push(Route {
+                identity,
                 mirrors,
                 rate_limits,
                 name: r.name.as_str().into(),
