@@ -193,6 +193,12 @@ impl ServeHttp for AdminApp {
                 bytes.push(b'\n');
                 reply(StatusCode::OK, "application/json", bytes)
             }
+            "/egress/observed" => {
+                let mut bytes = serde_json::to_vec_pretty(&crate::egress::OBSERVED.report())
+                    .unwrap_or_default();
+                bytes.push(b'\n');
+                reply(StatusCode::OK, "application/json", bytes)
+            }
             "/.well-known/jwks.json" => {
                 let runtime = self.gateway.runtime.load();
                 let doc =

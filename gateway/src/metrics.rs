@@ -57,6 +57,14 @@ pub struct Metrics {
     /// `gateway_authz_denied_total{route}`: requests refused by a route's
     /// authorization rules (401 or 403).
     pub authz_denied: IntCounterVec,
+    /// `gateway_egress_requests_total{decision,rule}`: egress requests and
+    /// tunnels by decision (allow, deny, audit_deny) and deciding rule.
+    pub egress_requests: IntCounterVec,
+    /// `gateway_egress_bytes_total{direction}`: body and tunnel bytes, `up`
+    /// (caller to destination) and `down`.
+    pub egress_bytes: IntCounterVec,
+    /// `gateway_egress_tunnel_duration_seconds`: life of CONNECT tunnels.
+    pub egress_tunnel_duration: prometheus::Histogram,
     /// `gateway_config_generation`: generation of the serving config.
     pub config_generation: IntGauge,
     /// `gateway_config_last_reload_success_timestamp_seconds`
@@ -219,6 +227,32 @@ impl Metrics {
             &["route"],
         )
         .expect("static metric definition");
+        let egress_requests = IntCounterVec::new(
+            Opts::new(
+                "gateway_egress_requests_total",
+                "Egress requests and tunnels, by decision (allow, deny, audit_deny) and rule.",
+            ),
+            &["decision", "rule"],
+        )
+        .expect("static metric definition");
+        let egress_bytes = IntCounterVec::new(
+            Opts::new(
+                "gateway_egress_bytes_total",
+                "Egress bytes, up (caller to destination) and down.",
+            ),
+            &["direction"],
+        )
+        .expect("static metric definition");
+        let egress_tunnel_duration = prometheus::Histogram::with_opts(
+            HistogramOpts::new(
+                "gateway_egress_tunnel_duration_seconds",
+                "How long CONNECT tunnels lasted.",
+            )
+            .buckets(vec![
+                0.01, 0.1, 0.5, 1.0, 5.0, 30.0, 60.0, 300.0, 1800.0, 3600.0,
+            ]),
+        )
+        .expect("static metric definition");
         let config_generation = IntGauge::new(
             "gateway_config_generation",
             "Generation of the serving config (1 = the one the process started with).",
@@ -262,6 +296,9 @@ impl Metrics {
             Box::new(config_reloads.clone()),
             Box::new(authn.clone()),
             Box::new(authz_denied.clone()),
+            Box::new(egress_requests.clone()),
+            Box::new(egress_bytes.clone()),
+            Box::new(egress_tunnel_duration.clone()),
             Box::new(config_generation.clone()),
             Box::new(config_last_success.clone()),
             Box::new(build_info),
@@ -291,6 +328,9 @@ impl Metrics {
             config_reloads,
             authn,
             authz_denied,
+            egress_requests,
+            egress_bytes,
+            egress_tunnel_duration,
             config_generation,
             config_last_success,
         }

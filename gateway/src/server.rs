@@ -16,10 +16,12 @@ use pingora::server::Server;
 use pingora::services::listening::Service;
 
 use crate::admin::AdminApp;
-use crate::config::ClientAuth;
+use crate::config::{ClientAuth, ListenerMode};
+use crate::egress::EgressApp;
 use crate::identity::client_auth::{PeerIdentityHook, SpiffeClientVerifier};
 use crate::metrics::METRICS;
 use crate::proxy::GatewayProxy;
+use crate::runtime::{ListenerSpec, ListenerTlsSpec};
 use crate::Gateway;
 
 /// After a graceful shutdown started (SIGTERM, or SIGQUIT once the sockets
@@ -72,6 +74,30 @@ fn exit_when_drained(
     }
 }
 
+/// TLS settings of a listener: its rotating certificate, the identity hook,
+/// and the SPIFFE client verifier with `client_auth`.
+fn listener_tls(
+    gateway: &Arc<Gateway>,
+    l: &ListenerSpec,
+    t: &ListenerTlsSpec,
+) -> anyhow::Result<TlsSettings> {
+    let Some(resolver) = gateway.listener_certs.get(&*l.name) else {
+        anyhow::bail!("listener `{}`: certificate not loaded", l.name);
+    };
+    let mut tls = TlsSettings::with_callbacks(Box::new(PeerIdentityHook))
+        .map_err(|e| anyhow::anyhow!("listener `{}`: {e}", l.name))?;
+    tls.set_cert_resolver(resolver.clone());
+    if let Some(mode) = t.client_auth {
+        tls.set_client_cert_verifier(Arc::new(SpiffeClientVerifier::new(
+            gateway.clone(),
+            l.name.clone(),
+            mode == ClientAuth::Require,
+            t.client_trust_domains.clone(),
+        )));
+    }
+    Ok(tls)
+}
+
 /// Builds the server for `gateway` and runs it until shutdown. With
 /// `upgrade`, the listening sockets are taken over from the running process
 /// (Pingora's zero-downtime upgrade; send that process SIGQUIT).
@@ -100,6 +126,19 @@ pub fn run(gateway: Arc<Gateway>, upgrade: bool) -> anyhow::Result<()> {
     exit_when_drained(gateway.clone(), server.watch_execution_phase());
 
     for l in &runtime.listeners {
+        if l.mode == ListenerMode::Egress {
+            let mut svc = Service::new(
+                format!("egress listener {}", l.name),
+                EgressApp::new(gateway.clone(), l.name.clone()),
+            );
+            let addr = l.addr.to_string();
+            match &l.tls {
+                Some(t) => svc.add_tls_with_settings(&addr, None, listener_tls(&gateway, l, t)?),
+                None => svc.add_tcp(&addr),
+            }
+            server.add_service(svc);
+            continue;
+        }
         let app = GatewayProxy::new(l.name.clone(), l.tls.is_some(), gateway.clone());
         let mut svc = pingora::proxy::http_proxy_service_with_name(
             &server.configuration,
@@ -109,20 +148,7 @@ pub fn run(gateway: Arc<Gateway>, upgrade: bool) -> anyhow::Result<()> {
         let addr = l.addr.to_string();
         match &l.tls {
             Some(t) => {
-                let Some(resolver) = gateway.listener_certs.get(&*l.name) else {
-                    anyhow::bail!("listener `{}`: certificate not loaded", l.name);
-                };
-                let mut tls = TlsSettings::with_callbacks(Box::new(PeerIdentityHook))
-                    .map_err(|e| anyhow::anyhow!("listener `{}`: {e}", l.name))?;
-                tls.set_cert_resolver(resolver.clone());
-                if let Some(mode) = t.client_auth {
-                    tls.set_client_cert_verifier(Arc::new(SpiffeClientVerifier::new(
-                        gateway.clone(),
-                        l.name.clone(),
-                        mode == ClientAuth::Require,
-                        t.client_trust_domains.clone(),
-                    )));
-                }
+                let mut tls = listener_tls(&gateway, l, t)?;
                 if t.h2 {
                     tls.enable_h2();
                 }

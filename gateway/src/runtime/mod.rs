@@ -41,6 +41,8 @@ pub struct ListenerSpec {
     pub tls: Option<ListenerTlsSpec>,
     /// h2c prior knowledge on plaintext.
     pub h2c: bool,
+    /// Reverse proxy or egress.
+    pub mode: config::ListenerMode,
 }
 
 /// TLS files of a listener, resolved to paths.
@@ -83,6 +85,8 @@ pub struct Runtime {
     pub rate_limit_store: Option<Arc<filters::ratelimit::RedisStore>>,
     /// Trust domains, JWT issuers and the token signer.
     pub identity: crate::identity::IdentityRuntime,
+    /// Egress rules, if configured.
+    pub egress: Option<Arc<crate::egress::EgressRuntime>>,
 }
 
 impl Runtime {
@@ -125,6 +129,14 @@ pub fn referenced_files(loaded: &LoadedConfig) -> Vec<PathBuf> {
     }
     if let Some(t) = &loaded.config.token_issuer {
         out.push(src.resolve_top(&t.key));
+    }
+    if let Some(e) = &loaded.config.egress {
+        out.extend(
+            e.rules
+                .iter()
+                .filter_map(|r| r.ca.as_ref())
+                .map(|f| src.resolve_top(f)),
+        );
     }
     out
 }
@@ -171,6 +183,7 @@ pub fn compile(loaded: &LoadedConfig, previous: Option<&Runtime>) -> Result<Runt
     let listeners = c.listeners(cfg, admin_addr);
     c.telemetry(cfg);
     let identity = c.identity(cfg);
+    let egress = c.egress(cfg);
     let clusters = c.clusters(cfg);
     let routes = c.routes(cfg, &clusters);
     let rate_limit_store = c.rate_limit_store(cfg, &routes);
@@ -190,6 +203,7 @@ pub fn compile(loaded: &LoadedConfig, previous: Option<&Runtime>) -> Result<Runt
         rate_limit_store,
         watch_files,
         identity,
+        egress,
     })
 }
 

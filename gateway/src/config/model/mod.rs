@@ -46,6 +46,9 @@ pub struct Config {
     /// `/.well-known/jwks.json`).
     #[serde(default)]
     pub token_issuer: Option<TokenIssuer>,
+    /// The egress (forward proxy) rules of `mode: egress` listeners.
+    #[serde(default)]
+    pub egress: Option<filters::egress::EgressConfig>,
     /// Redis for `scope: fleet` rate limits (one quota for every gateway).
     #[serde(default)]
     pub rate_limit_store: Option<filters::ratelimit::StoreConfig>,
@@ -149,6 +152,22 @@ pub struct Listener {
     /// plaintext listener. Default `true`.
     #[serde(default = "default_true")]
     pub h2c: bool,
+    /// `proxy` (the reverse proxy, default) or `egress` (a forward proxy
+    /// for `HTTPS_PROXY`, governed by `egress`).
+    #[serde(default)]
+    pub mode: ListenerMode,
+}
+
+/// What a listener does.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ListenerMode {
+    /// Reverse proxy: routes and clusters.
+    #[default]
+    Proxy,
+    /// Forward proxy (`CONNECT`, absolute-form and `Host` requests) under
+    /// the `egress` rules.
+    Egress,
 }
 
 fn default_true() -> bool {

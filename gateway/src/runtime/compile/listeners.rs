@@ -96,7 +96,16 @@ impl Compiler<'_> {
                     addr,
                     tls,
                     h2c: l.h2c,
+                    mode: l.mode,
                 });
+                if l.mode == config::ListenerMode::Egress && cfg.egress.is_none() {
+                    self.err(
+                        Section::Listeners,
+                        i,
+                        "mode",
+                        "`mode: egress` needs a top-level `egress:` block with rules",
+                    );
+                }
             }
         }
         out

@@ -2,6 +2,7 @@
 //! [`super::Compiler`]; errors are collected, never returned early.
 
 mod clusters;
+mod egress;
 mod identity;
 mod listeners;
 mod routes;

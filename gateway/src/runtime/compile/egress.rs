@@ -1,0 +1,36 @@
+//! Compiling the `egress` block: the rules (all problems at once) and the
+//! CA bundles of rules that originate TLS.
+
+use super::super::*;
+use crate::egress::EgressRuntime;
+
+impl Compiler<'_> {
+    pub(in crate::runtime) fn egress(&mut self, cfg: &Config) -> Option<Arc<EgressRuntime>> {
+        let e = cfg.egress.as_ref()?;
+        let rules = match filters::egress::CompiledEgress::compile(e) {
+            Ok(r) => Some(r),
+            Err(errs) => {
+                for m in errs {
+                    let d = self.src.top("egress", m);
+                    self.errors.push(d);
+                }
+                None
+            }
+        };
+        let mut cas = HashMap::new();
+        for (i, r) in e.rules.iter().enumerate() {
+            let Some(ca) = &r.ca else { continue };
+            let path = self.src.resolve_top(ca);
+            match tls::load_ca_bundle(&path) {
+                Ok(b) => {
+                    cas.insert(Arc::<str>::from(ca.as_str()), b);
+                }
+                Err(m) => {
+                    let d = self.src.top(&format!("egress.rules[{i}].ca"), m);
+                    self.errors.push(d);
+                }
+            }
+        }
+        Some(Arc::new(EgressRuntime { rules: rules?, cas }))
+    }
+}
