@@ -4,6 +4,7 @@
 //! they are tested without one.
 
 pub mod authz;
+pub mod egress;
 pub mod headers;
 pub mod identity;
 pub mod mirror;
