@@ -353,10 +353,14 @@ impl EgressApp {
         let _ = client.flush().await;
         let mut first = Vec::new();
         if egress.rules.sni_must_match_connect() {
-            let sni = read_client_hello(&mut client, &mut first).await;
-            let matches = sni
-                .as_deref()
-                .is_some_and(|s| filters::egress::host::same_host(s, &target.host));
+            let hello = read_client_hello(&mut client, &mut first).await;
+            // Clients send no SNI for IP-literal hosts; a TLS hello is enough.
+            let ip_target = ssrf::parse_host_literal(&target.host).is_some();
+            let (matches, sni) = match hello {
+                Hello::Sni(s) => (filters::egress::host::same_host(&s, &target.host), Some(s)),
+                Hello::NoSni => (ip_target, None),
+                Hello::NotTls => (false, None),
+            };
             if !matches {
                 decision.refuse(
                     DenyReason::SniMismatch {
@@ -416,24 +420,32 @@ fn audit(
     .write();
 }
 
-/// Reads the first TLS record(s) of a tunnel into `buf` and returns the
-/// ClientHello's server name (`None`: not TLS, no SNI, or too slow).
-async fn read_client_hello(client: &mut Stream, buf: &mut Vec<u8>) -> Option<String> {
+/// What a tunnel started with.
+enum Hello {
+    /// A TLS ClientHello with this server name.
+    Sni(String),
+    /// A TLS ClientHello without a server name.
+    NoSni,
+    /// Not a ClientHello, malformed, too large, or too slow.
+    NotTls,
+}
+
+/// Reads the first TLS record(s) of a tunnel into `buf` and reports the
+/// ClientHello's server name.
+async fn read_client_hello(client: &mut Stream, buf: &mut Vec<u8>) -> Hello {
     let deadline = tokio::time::Instant::now() + CLIENT_HELLO_TIMEOUT;
     let mut chunk = [0u8; 4096];
     loop {
         match parse_client_hello_sni(buf) {
-            SniResult::Sni(name) => return Some(name),
+            SniResult::Sni(name) => return Hello::Sni(name),
+            SniResult::NoSni => return Hello::NoSni,
             SniResult::NeedMore { .. } if buf.len() < MAX_CLIENT_HELLO => {}
-            _ => return None,
+            _ => return Hello::NotTls,
         }
-        let n = tokio::time::timeout_at(deadline, client.read(&mut chunk))
-            .await
-            .ok()?
-            .ok()?;
-        if n == 0 {
-            return None;
-        }
+        let n = match tokio::time::timeout_at(deadline, client.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => n,
+            _ => return Hello::NotTls,
+        };
         buf.extend_from_slice(&chunk[..n]);
     }
 }
