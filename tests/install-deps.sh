@@ -4,6 +4,9 @@
 #   - cmake, a C toolchain, pkg-config: Pingora's zlib-ng and aws-lc builds
 #   - curl: the integration tests use it as a real client
 #   - redis-server: fleet rate-limit tests start their own on a loopback port
+#   - python3 with PyJWT and cryptography (Debian's python3-jwt,
+#     python3-cryptography): the identity tests cross-check tokens with an
+#     independent JWT implementation
 #   - Rust (rustup, stable) when cargo is missing
 set -euo pipefail
 
@@ -14,6 +17,13 @@ command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 [ -e /etc/ssl/certs/ca-certificates.crt ] || need+=(ca-certificates)
+# Debian's python3 (not a pyenv/venv one on PATH) is where python3-jwt lands.
+if [ -x /usr/bin/python3 ]; then
+  /usr/bin/python3 -c 'import jwt' >/dev/null 2>&1 || need+=(python3-jwt)
+  /usr/bin/python3 -c 'import cryptography' >/dev/null 2>&1 || need+=(python3-cryptography)
+else
+  need+=(python3 python3-jwt python3-cryptography)
+fi
 
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""

@@ -3,8 +3,8 @@
 use std::path::{Path, PathBuf};
 
 use rcgen::{
-    BasicConstraints, Certificate, CertificateParams, DistinguishedName, DnType,
-    ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose,
+    date_time_ymd, BasicConstraints, Certificate, CertificateParams, DistinguishedName, DnType,
+    ExtendedKeyUsagePurpose, Ia5String, IsCa, KeyPair, KeyUsagePurpose, SanType,
 };
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
@@ -74,6 +74,166 @@ impl TestCa {
             .expect("sign leaf");
         LeafCert { cert, key }
     }
+
+    /// An X.509-SVID leaf for `spiffe_id` (its one URI SAN), with optional
+    /// DNS SANs, signed by this CA: not a CA, key usage digitalSignature,
+    /// EKU serverAuth + clientAuth, valid now. See [`LeafSpec`] for the
+    /// deliberately broken variants.
+    pub fn issue_svid(&self, spiffe_id: &str, dns_names: &[&str]) -> LeafCert {
+        let mut spec = LeafSpec::new().uri(spiffe_id);
+        for d in dns_names {
+            spec = spec.dns(d);
+        }
+        self.issue_with(&spec)
+    }
+
+    /// A leaf certificate made to `spec`, signed by this CA.
+    pub fn issue_with(&self, spec: &LeafSpec) -> LeafCert {
+        let key = KeyPair::generate().expect("generate leaf key");
+        let mut params = CertificateParams::new(spec.dns_names.clone()).expect("leaf params");
+        for uri in &spec.uris {
+            let uri = Ia5String::try_from(uri.as_str())
+                .unwrap_or_else(|e| panic!("URI SAN `{uri}` is not IA5: {e}"));
+            params.subject_alt_names.push(SanType::URI(uri));
+        }
+        let mut dn = DistinguishedName::new();
+        let cn = spec
+            .dns_names
+            .first()
+            .or(spec.uris.first())
+            .map_or("leaf", String::as_str);
+        dn.push(DnType::CommonName, cn);
+        params.distinguished_name = dn;
+        params.is_ca = if spec.is_ca {
+            IsCa::Ca(BasicConstraints::Unconstrained)
+        } else {
+            IsCa::NoCa
+        };
+        params.key_usages = match (spec.digital_signature, spec.is_ca) {
+            (true, false) => vec![KeyUsagePurpose::DigitalSignature],
+            (true, true) => vec![
+                KeyUsagePurpose::DigitalSignature,
+                KeyUsagePurpose::KeyCertSign,
+            ],
+            (false, _) => vec![KeyUsagePurpose::KeyEncipherment],
+        };
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        match spec.validity {
+            Validity::Current => {}
+            Validity::Expired => {
+                params.not_before = date_time_ymd(2020, 1, 1);
+                params.not_after = date_time_ymd(2021, 1, 1);
+            }
+            Validity::NotYetValid => {
+                params.not_before = date_time_ymd(2090, 1, 1);
+                params.not_after = date_time_ymd(2091, 1, 1);
+            }
+        }
+        let cert = params
+            .signed_by(&key, &self.cert, &self.key)
+            .expect("sign leaf");
+        LeafCert { cert, key }
+    }
+}
+
+/// When a [`LeafSpec`] certificate is valid.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Validity {
+    /// From rcgen's default not-before (1975) to its default not-after
+    /// (4096): valid now.
+    #[default]
+    Current,
+    /// 2020-01-01 to 2021-01-01: expired.
+    Expired,
+    /// 2090-01-01 to 2091-01-01: not yet valid.
+    NotYetValid,
+}
+
+/// What [`TestCa::issue_with`] puts in a leaf: SANs, validity, whether it
+/// claims to be a CA and whether it has key usage digitalSignature. The
+/// default ([`LeafSpec::new`]) is a well-formed leaf with no SANs.
+///
+/// ```no_run
+/// # use gateway_tests::{LeafSpec, TestCa};
+/// let ca = TestCa::new("cluster-b CA");
+/// let two_ids = ca.issue_with(
+///     &LeafSpec::new()
+///         .uri("spiffe://cluster-b.example/a")
+///         .uri("spiffe://cluster-b.example/b"),
+/// );
+/// let expired = ca.issue_with(&LeafSpec::new().uri("spiffe://cluster-b.example/a").expired());
+/// ```
+#[derive(Clone, Debug)]
+pub struct LeafSpec {
+    /// DNS SANs (the first is also the subject CN).
+    pub dns_names: Vec<String>,
+    /// URI SANs (e.g. SPIFFE IDs), in this order.
+    pub uris: Vec<String>,
+    /// Validity window.
+    pub validity: Validity,
+    /// Basic constraints CA=true (an X.509-SVID leaf must not be a CA).
+    pub is_ca: bool,
+    /// Key usage digitalSignature (required of an X.509-SVID leaf); without
+    /// it the key usage is keyEncipherment only.
+    pub digital_signature: bool,
+}
+
+impl Default for LeafSpec {
+    fn default() -> Self {
+        LeafSpec {
+            dns_names: Vec::new(),
+            uris: Vec::new(),
+            validity: Validity::Current,
+            is_ca: false,
+            digital_signature: true,
+        }
+    }
+}
+
+impl LeafSpec {
+    /// A well-formed leaf, no SANs yet.
+    pub fn new() -> LeafSpec {
+        LeafSpec::default()
+    }
+
+    /// Adds a DNS SAN.
+    pub fn dns(mut self, name: &str) -> LeafSpec {
+        self.dns_names.push(name.to_string());
+        self
+    }
+
+    /// Adds a URI SAN.
+    pub fn uri(mut self, uri: &str) -> LeafSpec {
+        self.uris.push(uri.to_string());
+        self
+    }
+
+    /// Valid 2020-01-01 to 2021-01-01.
+    pub fn expired(mut self) -> LeafSpec {
+        self.validity = Validity::Expired;
+        self
+    }
+
+    /// Valid from 2090-01-01.
+    pub fn not_yet_valid(mut self) -> LeafSpec {
+        self.validity = Validity::NotYetValid;
+        self
+    }
+
+    /// Marks it a CA (basic constraints CA=true, keyCertSign).
+    pub fn ca(mut self) -> LeafSpec {
+        self.is_ca = true;
+        self
+    }
+
+    /// Leaves out key usage digitalSignature.
+    pub fn without_digital_signature(mut self) -> LeafSpec {
+        self.digital_signature = false;
+        self
+    }
 }
 
 /// A leaf certificate and its private key.
@@ -101,6 +261,12 @@ impl LeafCert {
     /// The private key in DER, for rustls.
     pub fn key_der(&self) -> PrivateKeyDer<'static> {
         PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.key.serialize_der()))
+    }
+
+    /// The certificate PEM followed by the key PEM, as
+    /// `reqwest::Identity::from_pem` wants it.
+    pub fn identity_pem(&self) -> String {
+        format!("{}{}", self.cert_pem(), self.key_pem())
     }
 
     /// Writes `dir/cert_file` (PEM certificate) and `dir/key_file` (PEM key).

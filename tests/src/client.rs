@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::certs::TestCa;
+use crate::certs::{LeafCert, TestCa};
 
 /// Per-request timeout of every harness client: no test waits forever.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -45,6 +45,127 @@ pub fn tls_client(ca: &TestCa, host: &str, addr: SocketAddr) -> reqwest::Client 
         .timeout(CLIENT_TIMEOUT)
         .build()
         .expect("build TLS reqwest client")
+}
+
+/// An HTTPS client that trusts only `ca`, resolves `host` to `addr`, and
+/// presents `client` (certificate and key) when the server asks for one;
+/// `None` presents nothing. It keeps no idle connections, so every request
+/// makes a new TLS handshake (what mTLS tests and reload polls need).
+pub fn mtls_client(
+    ca: &TestCa,
+    client: Option<&LeafCert>,
+    host: &str,
+    addr: SocketAddr,
+) -> reqwest::Client {
+    let root = reqwest::Certificate::from_pem(ca.cert_pem().as_bytes()).expect("CA PEM");
+    let mut builder = reqwest::Client::builder()
+        .no_proxy()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(root)
+        .resolve(host, addr)
+        .pool_max_idle_per_host(0)
+        .timeout(CLIENT_TIMEOUT);
+    if let Some(leaf) = client {
+        let id = reqwest::Identity::from_pem(leaf.identity_pem().as_bytes())
+            .expect("client certificate and key PEM");
+        builder = builder.identity(id);
+    }
+    builder.build().expect("build mTLS reqwest client")
+}
+
+/// What a raw TLS exchange with a server ended in; see [`tls_exchange`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TlsOutcome {
+    /// The handshake itself failed (with TLS 1.2 this is where a refused
+    /// client certificate shows; the text is rustls's error).
+    HandshakeFailed(String),
+    /// The handshake completed (as a TLS 1.3 client sees it), then the
+    /// server sent a fatal alert or an error before any HTTP answer: how a
+    /// refused client certificate shows with TLS 1.3.
+    RefusedAfterHandshake(String),
+    /// The handshake completed, then the connection closed without a byte.
+    ClosedWithoutAnswer,
+    /// An HTTP answer: its status line.
+    Answered(String),
+}
+
+/// Connects to `addr` with rustls (trusting only `ca`, SNI `host`,
+/// presenting `client` when given, only TLS 1.2 when `tls12_only`), sends
+/// `GET path HTTP/1.1` and reads the first line of the answer. Everything
+/// is bounded by 10 s. Tells apart a handshake failure, an alert after a
+/// TLS 1.3 handshake, a silent close and an HTTP answer: what reqwest
+/// folds into one error.
+pub async fn tls_exchange(
+    ca: &TestCa,
+    client: Option<&LeafCert>,
+    host: &str,
+    addr: SocketAddr,
+    path: &str,
+    tls12_only: bool,
+) -> TlsOutcome {
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let limit = Duration::from_secs(10);
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.cert_der()).expect("CA certificate");
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let versions: &[&rustls::SupportedProtocolVersion] = if tls12_only {
+        &[&rustls::version::TLS12]
+    } else {
+        &[&rustls::version::TLS13, &rustls::version::TLS12]
+    };
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(versions)
+        .expect("TLS versions")
+        .with_root_certificates(roots);
+    let mut config = match client {
+        Some(leaf) => builder
+            .with_client_auth_cert(vec![leaf.cert_der()], leaf.key_der())
+            .expect("client certificate and key"),
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let name = rustls::pki_types::ServerName::try_from(host.to_string()).expect("server name");
+    let tcp = match tokio::time::timeout(limit, tokio::net::TcpStream::connect(addr)).await {
+        Ok(Ok(tcp)) => tcp,
+        Ok(Err(e)) => return TlsOutcome::HandshakeFailed(format!("TCP connect: {e}")),
+        Err(_) => return TlsOutcome::HandshakeFailed("TCP connect timed out".into()),
+    };
+    let mut tls = match tokio::time::timeout(limit, connector.connect(name, tcp)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => return TlsOutcome::HandshakeFailed(e.to_string()),
+        Err(_) => return TlsOutcome::HandshakeFailed("handshake timed out".into()),
+    };
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    if let Err(e) = tls.write_all(request.as_bytes()).await {
+        return TlsOutcome::RefusedAfterHandshake(format!("write: {e}"));
+    }
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 1024];
+    loop {
+        match tokio::time::timeout(limit, tls.read(&mut chunk)).await {
+            Err(_) => break,
+            Ok(Ok(0)) => break,
+            Ok(Ok(n)) => {
+                buf.extend_from_slice(&chunk[..n]);
+                if buf.windows(2).any(|w| w == b"\r\n") {
+                    break;
+                }
+            }
+            Ok(Err(e)) if buf.is_empty() => {
+                return TlsOutcome::RefusedAfterHandshake(e.to_string())
+            }
+            Ok(Err(_)) => break,
+        }
+    }
+    if buf.is_empty() {
+        return TlsOutcome::ClosedWithoutAnswer;
+    }
+    let text = String::from_utf8_lossy(&buf);
+    TlsOutcome::Answered(text.lines().next().unwrap_or_default().to_string())
 }
 
 /// What a `curl` run produced.

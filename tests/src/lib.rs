@@ -13,6 +13,7 @@ mod certs;
 mod client;
 mod env_gateway;
 mod gateway;
+pub mod jwt;
 pub mod otlp;
 mod prom;
 mod prom_families;
@@ -20,8 +21,11 @@ mod redis;
 mod switchable;
 mod upstream;
 
-pub use certs::{LeafCert, TestCa};
-pub use client::{curl, http_client, http_client_with_host, tls_client, CurlOutput};
+pub use certs::{LeafCert, LeafSpec, TestCa, Validity};
+pub use client::{
+    curl, http_client, http_client_with_host, mtls_client, tls_client, tls_exchange, CurlOutput,
+    TlsOutcome,
+};
 pub use env_gateway::EnvGateway;
 pub use gateway::{gateway_bin, run_gateway, workspace_root, Gateway, GatewayOutput};
 pub use otlp::{show_spans, AttrValue, OtlpReceiver, ReceivedSpan, SpanKind};

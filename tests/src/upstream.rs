@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -282,6 +282,23 @@ impl Upstream {
         Self::spawn(name, Arc::new(handler), None)
     }
 
+    /// Like [`Upstream::start`], listening on `ip` (any loopback address,
+    /// e.g. `127.0.1.2`: Linux routes all of 127/8 to `lo`) instead of
+    /// 127.0.0.1.
+    pub fn start_at(
+        ip: IpAddr,
+        name: &str,
+        handler: impl Fn(&RequestInfo) -> Reply + Send + Sync + 'static,
+    ) -> Upstream {
+        Self::spawn_at(ip, name, Arc::new(handler), None)
+    }
+
+    /// An echo upstream named `name` (see [`Upstream::named`]) listening on `ip`.
+    pub fn named_at(ip: IpAddr, name: &str) -> Upstream {
+        let n = name.to_string();
+        Self::start_at(ip, name, move |req| Reply::echo(&n, req))
+    }
+
     /// Starts a TLS upstream presenting `leaf` (ALPN `h2`, `http/1.1`).
     pub fn start_tls(
         name: &str,
@@ -355,7 +372,17 @@ impl Upstream {
         handler: UpstreamHandler,
         tls: Option<tokio_rustls::TlsAcceptor>,
     ) -> Upstream {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind upstream");
+        Self::spawn_at(IpAddr::V4(Ipv4Addr::LOCALHOST), name, handler, tls)
+    }
+
+    fn spawn_at(
+        ip: IpAddr,
+        name: &str,
+        handler: UpstreamHandler,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> Upstream {
+        let listener = std::net::TcpListener::bind((ip, 0))
+            .unwrap_or_else(|e| panic!("bind upstream on {ip}: {e}"));
         listener.set_nonblocking(true).expect("nonblocking");
         let addr = listener.local_addr().expect("upstream addr");
         let state = Arc::new(State {
@@ -412,7 +439,8 @@ impl Upstream {
         self.addr.port()
     }
 
-    /// `127.0.0.1:PORT`, ready to paste into an endpoint `address`.
+    /// `IP:PORT` (`127.0.0.1:PORT` unless started with
+    /// [`Upstream::start_at`]), ready to paste into an endpoint `address`.
     pub fn address(&self) -> String {
         self.addr.to_string()
     }
