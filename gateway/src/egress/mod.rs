@@ -12,7 +12,7 @@
 //! [`filters::egress::CompiledEgress`], resolve the name once, refuse
 //! internal addresses ([`filters::egress::ssrf`]), connect to exactly the
 //! address checked, then tunnel ([`tunnel`]) or forward ([`forward`]), and
-//! write one audit line. See `docs/egress.md`.
+//! write one audit line. See `gateway/docs/egress.md`.
 
 pub mod caller;
 pub mod forward;

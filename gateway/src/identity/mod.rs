@@ -14,7 +14,7 @@
 //!
 //! The pure building blocks (JWT verification, JWKS parsing, SPIFFE IDs,
 //! principals, authorization rules) are in [`filters::identity`] and
-//! [`filters::authz`]. The configuration is described in `docs/identity.md`.
+//! [`filters::authz`]. The configuration is described in `gateway/docs/identity.md`.
 
 pub mod client_auth;
 pub mod jwks_fetch;

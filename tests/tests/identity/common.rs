@@ -189,7 +189,7 @@ pub fn identity_header(req: &RequestInfo) -> Option<String> {
     all.first().map(|s| s.to_string())
 }
 
-/// The `x-gateway-identity` value docs/identity.md specifies.
+/// The `x-gateway-identity` value gateway/docs/identity.md specifies.
 pub fn expected_identity(
     principal: &str,
     trust_domain: &str,

@@ -1,4 +1,4 @@
-//! Federated identity, black-box: the contract of docs/identity.md.
+//! Federated identity, black-box: the contract of gateway/docs/identity.md.
 //!
 //! Two clusters live on different loopback addresses (Linux routes all of
 //! 127/8 to `lo`): cluster A's gateway and services on 127.0.1.x, cluster

@@ -167,7 +167,7 @@ async fn invalid_tokens_get_401_with_a_bearer_challenge() {
         );
     }
 
-    // Counted: docs/identity.md names `success`, `expired`, `bad_signature`,
+    // Counted: gateway/docs/identity.md names `success`, `expired`, `bad_signature`,
     // `missing`, `unknown_kid` among the results.
     let m = f.gw.metrics().await;
     let series: Vec<&str> = m

@@ -1,5 +1,5 @@
 //! Federated identity: trust domains, the gateway's own token issuer, and
-//! how a route passes the caller's identity on. See `docs/identity.md`.
+//! how a route passes the caller's identity on. See `gateway/docs/identity.md`.
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
