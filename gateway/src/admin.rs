@@ -194,7 +194,7 @@ impl ServeHttp for AdminApp {
                 reply(StatusCode::OK, "application/json", bytes)
             }
             "/egress/observed" => {
-                let mut bytes = serde_json::to_vec_pretty(&crate::egress::OBSERVED.report())
+                let mut bytes = serde_json::to_vec_pretty(&crate::egress::observed().report())
                     .unwrap_or_default();
                 bytes.push(b'\n');
                 reply(StatusCode::OK, "application/json", bytes)

@@ -125,6 +125,9 @@ pub fn run(gateway: Arc<Gateway>, upgrade: bool) -> anyhow::Result<()> {
     server.bootstrap();
     exit_when_drained(gateway.clone(), server.watch_execution_phase());
 
+    if let Some(e) = &runtime.egress {
+        crate::egress::init_observed(e.rules.observed_max_entries());
+    }
     for l in &runtime.listeners {
         if l.mode == ListenerMode::Egress {
             let mut svc = Service::new(

@@ -19,7 +19,7 @@ pub mod forward;
 pub mod tunnel;
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, LazyLock};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -61,9 +61,21 @@ pub struct EgressRuntime {
     pub cas: std::collections::HashMap<Arc<str>, Arc<[WrappedX509]>>,
 }
 
-/// What the egress listeners saw (admin `/egress/observed`); outlives reloads.
-pub static OBSERVED: LazyLock<ObservedTable> =
-    LazyLock::new(|| ObservedTable::new(filters::egress::config::DEFAULT_OBSERVED_MAX_ENTRIES));
+/// What the egress listeners saw (admin `/egress/observed`); outlives
+/// reloads, so its bound is the `observed_max_entries` of the config the
+/// process started with.
+static OBSERVED: OnceLock<ObservedTable> = OnceLock::new();
+
+/// Sizes the observed-traffic table (first call wins; at startup).
+pub fn init_observed(max_entries: usize) {
+    let _ = OBSERVED.set(ObservedTable::new(max_entries));
+}
+
+/// The observed-traffic table.
+pub fn observed() -> &'static ObservedTable {
+    OBSERVED
+        .get_or_init(|| ObservedTable::new(filters::egress::config::DEFAULT_OBSERVED_MAX_ENTRIES))
+}
 
 /// The egress app of one listener.
 pub struct EgressApp {
@@ -119,7 +131,7 @@ impl Audit<'_> {
             .with_label_values(&["down"])
             .inc_by(self.bytes_down);
         if let Some(t) = self.target {
-            OBSERVED.record(
+            observed().record(
                 self.caller.principals().first().map(String::as_str),
                 &t.host,
                 t.port,
@@ -320,12 +332,17 @@ impl EgressApp {
             bytes_down: 0,
             note: None,
         };
-        let upstream =
-            match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(addr)).await
-            {
-                Ok(Ok(s)) => s,
-                Ok(Err(_)) | Err(_) => {
-                    let mut session = session;
+        let sni_check = egress.rules.sni_must_match_connect();
+        // Without the SNI check, dial first so a dead destination is a 502.
+        // With it, nothing reaches the destination (not even a TCP
+        // connection) before the ClientHello named the CONNECT host; a
+        // failed dial after the 200 closes the tunnel instead.
+        let mut upstream = None;
+        let mut session = session;
+        if !sni_check {
+            match dial(addr).await {
+                Some(s) => upstream = Some(s),
+                None => {
                     let body = format!(
                         "egress error: cannot connect to {}:{}\n",
                         target.host, target.port
@@ -337,8 +354,8 @@ impl EgressApp {
                     audit.write();
                     return;
                 }
-            };
-        let _ = upstream.set_nodelay(true);
+            }
+        }
         let mut client = session.into_inner();
         if client
             .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
@@ -352,7 +369,7 @@ impl EgressApp {
         }
         let _ = client.flush().await;
         let mut first = Vec::new();
-        if egress.rules.sni_must_match_connect() {
+        if sni_check {
             let hello = read_client_hello(&mut client, &mut first).await;
             // Clients send no SNI for IP-literal hosts; a TLS hello is enough.
             let ip_target = ssrf::parse_host_literal(&target.host).is_some();
@@ -379,7 +396,20 @@ impl EgressApp {
                 }
             }
         }
-        let mut upstream = upstream;
+        let mut upstream = match upstream {
+            Some(u) => u,
+            None => match dial(addr).await {
+                Some(u) => u,
+                None => {
+                    let _ = client.shutdown().await;
+                    audit.decision = Some(&decision);
+                    audit.status = 502;
+                    audit.note = Some("connect_failed");
+                    audit.write();
+                    return;
+                }
+            },
+        };
         if !first.is_empty() && upstream.write_all(&first).await.is_err() {
             audit.decision = Some(&decision);
             audit.note = Some("upstream_gone");
@@ -420,6 +450,16 @@ fn audit(
     .write();
 }
 
+/// Connects to the checked destination address.
+async fn dial(addr: SocketAddr) -> Option<tokio::net::TcpStream> {
+    let s = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(addr))
+        .await
+        .ok()?
+        .ok()?;
+    let _ = s.set_nodelay(true);
+    Some(s)
+}
+
 /// What a tunnel started with.
 enum Hello {
     /// A TLS ClientHello with this server name.
@@ -450,27 +490,43 @@ async fn read_client_hello(client: &mut Stream, buf: &mut Vec<u8>) -> Hello {
     }
 }
 
-/// Where the caller wants to go.
+/// Where the caller wants to go. Pingora keeps only the path in
+/// `uri` for absolute-form targets (and nothing for CONNECT), so the
+/// request line's raw target is parsed here.
 fn target_of(session: &HttpSession) -> Result<Target, String> {
     let req = session.req_header();
+    let raw = std::str::from_utf8(req.raw_path()).map_err(|_| "request target is not UTF-8\n")?;
     if req.method == http::Method::CONNECT {
-        let auth = req.uri.authority().ok_or("CONNECT needs host:port\n")?;
-        let port = auth.port_u16().ok_or("CONNECT needs host:port\n")?;
+        let auth: http::uri::Authority = raw
+            .parse()
+            .map_err(|_| format!("CONNECT needs host:port, got {raw:?}\n"))?;
+        let port = auth
+            .port_u16()
+            .ok_or_else(|| format!("CONNECT needs host:port, got {raw:?}\n"))?;
         return Ok(Target {
             host: auth.host().to_string(),
             port,
             kind: RequestKind::Connect,
         });
     }
-    if let Some(auth) = req.uri.authority() {
-        if req.uri.scheme_str() != Some("http") {
-            return Err("only http:// URLs can be proxied; use CONNECT for https\n".into());
-        }
+    let lower = raw
+        .get(..8)
+        .map(str::to_ascii_lowercase)
+        .unwrap_or_default();
+    if lower.starts_with("https://") {
+        return Err("only http:// URLs can be proxied; use CONNECT for https\n".into());
+    }
+    if lower.starts_with("http://") {
+        let uri: http::Uri = raw.parse().map_err(|_| format!("invalid URL {raw:?}\n"))?;
+        let auth = uri.authority().ok_or("URL has no host\n")?;
         return Ok(Target {
             host: auth.host().to_string(),
             port: auth.port_u16().unwrap_or(80),
             kind: RequestKind::PlainHttp,
         });
+    }
+    if !raw.starts_with('/') && raw != "*" {
+        return Err(format!("unsupported request target {raw:?}\n"));
     }
     // Transparent egress: the destination is the Host header.
     let host = req
