@@ -249,7 +249,7 @@ impl Metrics {
                 "How long CONNECT tunnels lasted.",
             )
             .buckets(vec![
-                0.01, 0.1, 0.5, 1.0, 5.0, 30.0, 60.0, 300.0, 1800.0, 3600.0,
+                0.0005, 0.005, 0.05, 0.5, 1.0, 5.0, 30.0, 60.0, 300.0, 1800.0, 3600.0,
             ]),
         )
         .expect("static metric definition");
