@@ -8,4 +8,5 @@ pub mod egress;
 pub mod headers;
 pub mod identity;
 pub mod mirror;
+pub mod path;
 pub mod ratelimit;

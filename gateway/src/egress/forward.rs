@@ -15,7 +15,7 @@ use pingora::utils::tls::WrappedX509;
 static CONNECTOR: LazyLock<Connector> = LazyLock::new(|| Connector::new(None));
 
 /// Headers that describe the hop to the proxy, never forwarded.
-const HOP_HEADERS: [&str; 7] = [
+const HOP_HEADERS: [&str; 8] = [
     "connection",
     "proxy-connection",
     "proxy-authorization",
@@ -23,6 +23,8 @@ const HOP_HEADERS: [&str; 7] = [
     "keep-alive",
     "te",
     "upgrade",
+    // The body is read before the answer; a 100-continue wait only stalls.
+    "expect",
 ];
 
 /// How a forwarded request went.
@@ -59,9 +61,15 @@ pub async fn forward(
     if let Ok(uri) = origin_form.parse() {
         up.set_uri(uri);
     }
-    if up.headers.get(http::header::HOST).is_none() {
-        let _ = up.insert_header(http::header::HOST, host);
-    }
+    // The destination that was checked is the one named (RFC 9112 §3.2.2):
+    // a caller's own Host would reach another virtual host on that address.
+    let default_port = if tls { 443 } else { 80 };
+    let host_value = if addr.port() == default_port {
+        host.to_string()
+    } else {
+        format!("{host}:{}", addr.port())
+    };
+    let _ = up.insert_header(http::header::HOST, host_value);
     for h in HOP_HEADERS {
         up.remove_header(h);
     }

@@ -50,6 +50,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const CLIENT_HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest ClientHello read for the SNI check.
 const MAX_CLIENT_HELLO: usize = 16 * 1024;
+/// Longest pause while reading a request body or writing a response.
+const BODY_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a request header may take to arrive.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -187,7 +189,10 @@ impl ServerApp for EgressApp {
                 return None;
             }
         }
-        session.set_read_timeout(None);
+        // Bounded body reads and response writes: a stalled caller cannot
+        // pin connections.
+        session.set_read_timeout(Some(BODY_TIMEOUT));
+        session.set_write_timeout(Some(BODY_TIMEOUT));
         let runtime = self.gateway.runtime.load_full();
         let Some(egress) = runtime.egress.as_ref() else {
             let _ = respond(&mut session, 503, "egress is not configured\n", &[]).await;
@@ -228,6 +233,13 @@ impl ServerApp for EgressApp {
                 return None;
             }
         };
+        if target.kind == RequestKind::PlainHttp {
+            // Rules see, and the destination gets, the normalised path.
+            if let Err(e) = crate::proxy::forwarding::normalize_path(session.req_header_mut()) {
+                let _ = respond(&mut session, 400, &format!("bad request: {e}\n"), &[]).await;
+                return None;
+            }
+        }
         let req = session.req_header();
         let path = req.uri.path_and_query().map(|p| p.as_str());
         let mut decision = egress.rules.evaluate(&EgressRequest {
@@ -591,7 +603,7 @@ async fn respond(
     resp.insert_header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")?;
     resp.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
     resp.insert_header(http::header::CONNECTION, "close")?;
-    if status >= 400 {
+    if status == 403 || status == 407 {
         resp.insert_header("x-gateway-egress-decision", "deny")?;
     }
     for (n, v) in extra {

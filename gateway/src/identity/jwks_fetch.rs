@@ -55,6 +55,8 @@ pub fn spawn(gateway: Arc<Gateway>) -> std::io::Result<()> {
 fn run(gateway: Arc<Gateway>, rx: Receiver<Arc<str>>) {
     let client = match reqwest::blocking::Client::builder()
         .user_agent(concat!("gateway/", env!("CARGO_PKG_VERSION")))
+        // A key set comes from the configured URI, not wherever it points.
+        .redirect(reqwest::redirect::Policy::none())
         .build()
     {
         Ok(c) => c,

@@ -69,11 +69,17 @@ pub fn check(
     let Some(authz) = &rid.authz else {
         return Ok(peer_id.map(Identity::from_mtls));
     };
-    let token = req
-        .headers
-        .get(http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(bearer_token);
+    // Present but not exactly one well-formed bearer credential: refused,
+    // never treated as anonymous (the value would reach the upstream).
+    let mut values = req.headers.get_all(http::header::AUTHORIZATION).iter();
+    let token = match (values.next(), values.next()) {
+        (None, _) => None,
+        (Some(v), None) => match v.to_str().ok().and_then(bearer_token) {
+            Some(t) => Some(t),
+            None => return Err(malformed_credentials(route_name)),
+        },
+        (Some(_), Some(_)) => return Err(malformed_credentials(route_name)),
+    };
     let jwt = match token {
         None => None,
         Some(t) => match ids.jwt.verify(t) {
@@ -119,6 +125,18 @@ pub fn check(
     }
 }
 
+fn malformed_credentials(route_name: &str) -> Refusal {
+    count_jwt("unknown", "malformed");
+    METRICS.authz_denied.with_label_values(&[route_name]).inc();
+    Refusal {
+        status: 401,
+        reason: "Authorization must be exactly one `Bearer <token>`".into(),
+        challenge: Some(
+            "Bearer error=\"invalid_request\", error_description=\"malformed credentials\"".into(),
+        ),
+    }
+}
+
 fn count_jwt(trust_domain: &str, result: &str) {
     METRICS
         .authn
@@ -141,6 +159,14 @@ pub fn set_upstream_headers(
     peer: Option<&PeerIdentity>,
     upstream: &mut RequestHeader,
 ) -> pingora::Result<()> {
+    if let Some(spec) = &rid.token {
+        // Only a token this gateway minted may travel in this header, and
+        // the caller's own bearer token stays here (it is meant for us).
+        upstream.remove_header(&spec.header);
+        if identity.is_some_and(|i| i.jwt().is_some()) {
+            upstream.remove_header(&http::header::AUTHORIZATION);
+        }
+    }
     let Some(identity) = identity else {
         return Ok(());
     };

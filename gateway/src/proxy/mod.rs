@@ -126,6 +126,11 @@ impl ProxyHttp for GatewayProxy {
                 .and_then(|a| http::HeaderValue::from_str(a.as_str()).ok())
         });
 
+        if let Err(e) = forwarding::normalize_path(session.req_header_mut()) {
+            let body = Bytes::from(format!("bad request: {e}\n"));
+            respond::write(session, 400, body, &[], None, &ctx.request_id).await?;
+            return Ok(true);
+        }
         let runtime = ctx.runtime.clone();
         let Some(idx) = runtime.router.find(session.req_header()) else {
             respond::write(

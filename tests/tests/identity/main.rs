@@ -24,5 +24,6 @@ mod common;
 mod federation;
 mod jwks;
 mod mtls;
+mod paths;
 mod pyjwt;
 mod tokens;
