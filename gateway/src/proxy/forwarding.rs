@@ -120,6 +120,26 @@ macro_rules! header_sink {
 header_sink!(RequestHeader);
 header_sink!(ResponseHeader);
 
+/// Puts the request path in normal form ([`filters::path::normalize`]) so
+/// that routing, authorization and the upstream all see the same path.
+/// A path needing no change is left as it is, without allocating.
+pub fn normalize_path(req: &mut RequestHeader) -> Result<(), filters::path::PathError> {
+    let normal = match filters::path::normalize(req.uri.path())? {
+        std::borrow::Cow::Borrowed(_) => return Ok(()),
+        std::borrow::Cow::Owned(p) => p,
+    };
+    let pq = match req.uri.query() {
+        Some(q) => format!("{normal}?{q}"),
+        None => normal,
+    };
+    let mut parts = req.uri.clone().into_parts();
+    parts.path_and_query = pq.parse().ok();
+    if let Ok(uri) = http::Uri::from_parts(parts) {
+        req.set_uri(uri);
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -166,24 +186,4 @@ mod tests {
         assert!(resp.headers.get("keep-alive").is_none());
         assert_eq!(resp.headers["x-kept"], "1");
     }
-}
-
-/// Puts the request path in normal form ([`filters::path::normalize`]) so
-/// that routing, authorization and the upstream all see the same path.
-/// A path needing no change is left as it is, without allocating.
-pub fn normalize_path(req: &mut RequestHeader) -> Result<(), filters::path::PathError> {
-    let normal = match filters::path::normalize(req.uri.path())? {
-        std::borrow::Cow::Borrowed(_) => return Ok(()),
-        std::borrow::Cow::Owned(p) => p,
-    };
-    let pq = match req.uri.query() {
-        Some(q) => format!("{normal}?{q}"),
-        None => normal,
-    };
-    let mut parts = req.uri.clone().into_parts();
-    parts.path_and_query = pq.parse().ok();
-    if let Ok(uri) = http::Uri::from_parts(parts) {
-        req.set_uri(uri);
-    }
-    Ok(())
 }
