@@ -84,16 +84,20 @@ fn listener_tls(
     let Some(resolver) = gateway.listener_certs.get(&*l.name) else {
         anyhow::bail!("listener `{}`: certificate not loaded", l.name);
     };
-    let mut tls = TlsSettings::with_callbacks(Box::new(PeerIdentityHook))
-        .map_err(|e| anyhow::anyhow!("listener `{}`: {e}", l.name))?;
-    tls.set_cert_resolver(resolver.clone());
-    if let Some(mode) = t.client_auth {
-        tls.set_client_cert_verifier(Arc::new(SpiffeClientVerifier::new(
+    let verifier = t.client_auth.map(|mode| {
+        Arc::new(SpiffeClientVerifier::new(
             gateway.clone(),
             l.name.clone(),
             mode == ClientAuth::Require,
             t.client_trust_domains.clone(),
-        )));
+        ))
+    });
+    let hook = PeerIdentityHook::new(verifier.clone());
+    let mut tls = TlsSettings::with_callbacks(Box::new(hook))
+        .map_err(|e| anyhow::anyhow!("listener `{}`: {e}", l.name))?;
+    tls.set_cert_resolver(resolver.clone());
+    if let Some(v) = verifier {
+        tls.set_client_cert_verifier(v);
     }
     Ok(tls)
 }

@@ -172,9 +172,10 @@ impl ServerApp for EgressApp {
         stream: Stream,
         _shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
-        let peer: Option<PeerIdentity> = stream
-            .get_ssl_digest()
-            .and_then(|d| d.extension.get::<PeerIdentity>().cloned());
+        let ssl = stream.get_ssl_digest();
+        let revoked = crate::identity::client_auth::revoked(ssl.as_deref()).map(str::to_string);
+        let peer: Option<PeerIdentity> =
+            ssl.and_then(|d| d.extension.get::<PeerIdentity>().cloned());
         let client_ip = stream
             .get_socket_digest()
             .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
@@ -188,6 +189,17 @@ impl ServerApp for EgressApp {
                 let _ = respond(&mut session, 400, "bad request\n", &[]).await;
                 return None;
             }
+        }
+        if let Some(reason) = revoked {
+            tracing::info!(listener = %self.listener, "client certificate no longer valid: {reason}");
+            let _ = respond(
+                &mut session,
+                403,
+                "egress denied: client certificate no longer valid\n",
+                &[],
+            )
+            .await;
+            return None;
         }
         // Bounded body reads and response writes: a stalled caller cannot
         // pin connections.

@@ -71,6 +71,32 @@ impl SpiffeClientVerifier {
         }
     }
 
+    /// Checks a chain again, without counting: the handshake hook calls
+    /// this because a resumed TLS session restores the client chain without
+    /// calling the verifier, and the certificate may have expired or its
+    /// trust domain been removed by a reload since the full handshake.
+    pub fn recheck(&self, chain: &[CertificateDer<'static>]) -> Result<(), String> {
+        let (leaf, intermediates) = chain.split_first().ok_or("no client certificate")?;
+        let id = spiffe_id_from_der(leaf).map_err(|e| e.to_string())?;
+        let td = id.trust_domain();
+        let runtime = self.gateway.runtime.load();
+        let allowed = self
+            .allowed
+            .as_ref()
+            .is_none_or(|list| list.iter().any(|a| a == td));
+        let verifier = runtime
+            .identity
+            .trust_domains
+            .get(td)
+            .and_then(|t| t.client_verifier.as_ref())
+            .filter(|_| allowed)
+            .ok_or_else(|| format!("trust domain `{td}` is no longer accepted"))?;
+        verifier
+            .verify_client_cert(leaf, intermediates, UnixTime::now())
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
     fn refuse(&self, trust_domain: &str, result: &str, why: String) -> rustls::Error {
         count_mtls(trust_domain, result);
         tracing::info!(listener = %self.listener, trust_domain, result, "client certificate refused: {why}");
@@ -216,7 +242,25 @@ pub fn domain_verifier(
 
 /// TLS handshake hooks of a listener: with client auth, records the
 /// caller's SPIFFE identity on the connection.
-pub struct PeerIdentityHook;
+pub struct PeerIdentityHook {
+    verifier: Option<Arc<SpiffeClientVerifier>>,
+}
+
+impl PeerIdentityHook {
+    /// A hook re-checking chains with `verifier` (listeners with client auth).
+    pub fn new(verifier: Option<Arc<SpiffeClientVerifier>>) -> Self {
+        PeerIdentityHook { verifier }
+    }
+}
+
+/// Stored instead of a [`PeerIdentity`] when a client chain no longer
+/// verifies (a resumed session of an expired or no longer trusted
+/// certificate): requests on the connection are refused with 403.
+#[derive(Debug)]
+pub struct RevokedPeer {
+    /// Why.
+    pub reason: String,
+}
 
 #[async_trait::async_trait]
 impl TlsAccept for PeerIdentityHook {
@@ -225,6 +269,12 @@ impl TlsAccept for PeerIdentityHook {
         tls: &TlsRef,
     ) -> Option<Arc<dyn Any + Send + Sync>> {
         let der = tls.peer_certificate_der()?;
+        if let (Some(v), Some(chain)) = (&self.verifier, tls.peer_cert_chain_der()) {
+            if let Err(reason) = v.recheck(chain) {
+                count_mtls("unknown", "revoked");
+                return Some(Arc::new(RevokedPeer { reason }));
+            }
+        }
         // The verifier already accepted this leaf, so it parses.
         let spiffe_id = spiffe_id_from_der(der).ok()?;
         Some(Arc::new(PeerIdentity {
@@ -232,4 +282,12 @@ impl TlsAccept for PeerIdentityHook {
             cert_sha256: XfccElement::hash_der(der),
         }))
     }
+}
+
+/// Why the connection's client certificate no longer counts, if it does not.
+pub fn revoked(digest: Option<&pingora::protocols::tls::SslDigest>) -> Option<&str> {
+    digest?
+        .extension
+        .get::<RevokedPeer>()
+        .map(|r| r.reason.as_str())
 }

@@ -17,6 +17,14 @@ pub(super) async fn enforce(
     ctx: &mut RequestCtx,
     route: &Route,
 ) -> pingora::Result<bool> {
+    let ssl = session.digest().and_then(|d| d.ssl_digest.clone());
+    if let Some(reason) = crate::identity::client_auth::revoked(ssl.as_deref()) {
+        tracing::info!(route = %route.name, "client certificate no longer valid: {reason}");
+        session.set_keepalive(None);
+        let body = Bytes::from_static(b"forbidden: client certificate no longer valid\n");
+        respond::write(session, 403, body, &[], Some(route), &ctx.request_id).await?;
+        return Ok(true);
+    }
     let peer = request::peer_identity(session);
     let checked = request::check(
         &ctx.runtime.identity,

@@ -408,3 +408,43 @@ async fn trust_domain_cas_reload_without_restart() {
         "three successful reloads (config + two CA file changes), counted {ok}"
     );
 }
+
+/// A resumed TLS session restores the client chain without the verifier:
+/// the handshake hook checks it again, so a client whose CA left the
+/// bundle is not let in by resuming a session from before the reload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resumed_sessions_are_checked_again_after_a_reload() {
+    let f = start_mtls_gateway();
+    let limit = Duration::from_secs(10);
+    let b = f
+        .b_ca
+        .issue_svid("spiffe://cluster-b.example/ns/shop/sa/web", &[]);
+    // One client = one rustls session cache; a new connection per request.
+    let client = mtls_client(&f.a_ca, Some(&b), A_GW_HOST, sock(A_GW_IP, f.port));
+    let url = format!("https://{A_GW_HOST}:{}/resume", f.port);
+    for i in 0..2 {
+        let first = send(&client, "GET", &url, None, &[]).await;
+        assert!(
+            matches!(&first, Ok(o) if o.status == 200),
+            "request {i} before the rotation: {first:?}"
+        );
+    }
+    let seen_before = f.up.requests().len();
+    // Cluster B's CA is replaced: the old SVID is no longer trusted.
+    let other = TestCa::new("cluster-b.example CA 2");
+    f.gw.write_file("b-ca.pem", &other.cert_pem());
+    wait_generation(&f.gw, 2, limit).await;
+    let after = send(&client, "GET", &url, None, &[]).await;
+    match &after {
+        Err(_) => {}
+        Ok(o) => assert_eq!(
+            o.status, 403,
+            "a session resumed after the CA left the bundle must be refused: {o:?}"
+        ),
+    }
+    assert_eq!(
+        f.up.requests().len(),
+        seen_before,
+        "nothing reaches the upstream after the rotation"
+    );
+}
