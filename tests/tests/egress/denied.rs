@@ -406,3 +406,47 @@ async fn each_request_on_a_kept_alive_proxy_connection_is_decided_alone() {
         "only the allowed requests reach the upstream"
     );
 }
+
+/// Transparent egress: an origin-form request is routed by its `Host`, under
+/// the same rules as an absolute URL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn origin_form_requests_are_decided_by_their_host() {
+    let Setup { eg, key, api, .. } = setup();
+    let p = api.port();
+    let token = fn_token(&key, "fn-a");
+    let auth = format!("Bearer {token}");
+    let allowed = format!(
+        "GET /transparent?x=1 HTTP/1.1\r\nHost: {PARTNER}:{p}\r\nProxy-Authorization: {auth}\r\nConnection: close\r\n\r\n"
+    );
+    let ok = raw_exchange(eg.addr(), &allowed)
+        .await
+        .unwrap_or_else(|e| panic!("transparent request: {e}\n{}", eg.stderr()));
+    assert_eq!(
+        ok.status,
+        200,
+        "allowed Host: {:?}\n{}",
+        ok.head,
+        eg.stderr()
+    );
+    let seen = api
+        .requests()
+        .into_iter()
+        .find(|r| r.path == "/transparent?x=1")
+        .expect("the upstream got the transparent request");
+    assert_eq!(seen.header("host"), Some(format!("{PARTNER}:{p}").as_str()));
+    assert_eq!(seen.header("proxy-authorization"), None);
+
+    let refused = format!(
+        "GET /transparent HTTP/1.1\r\nHost: evil.test:{p}\r\nProxy-Authorization: {auth}\r\nConnection: close\r\n\r\n"
+    );
+    let before = api.requests().len();
+    let r = raw_exchange(eg.addr(), &refused).await.expect("answer");
+    assert_refused(
+        &eg,
+        "transparent request to an unlisted Host",
+        &r,
+        403,
+        &["evil.test"],
+    );
+    assert_eq!(api.requests().len(), before, "nothing reached the upstream");
+}
