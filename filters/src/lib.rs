@@ -10,3 +10,4 @@ pub mod identity;
 pub mod mirror;
 pub mod path;
 pub mod ratelimit;
+pub mod units;

@@ -134,6 +134,22 @@ fn broken_files() -> Vec<Broken> {
             marker: "notaport",
             mentions: Some("127.0.0.1:notaport"),
         },
+        Broken {
+            kind: "bad egress rule host (a message from filters::egress)",
+            yaml: vars(
+                "admin: {listen: \"127.0.0.1:${admin}\"}\nlisteners:\n  - {name: out, listen: \"127.0.0.1:${port}\", mode: egress}\negress:\n  rules:\n    - name: ok\n      hosts: [a.test]\n    - name: bad\n      hosts:\n        - \"exa mple.test\"\n",
+            ),
+            marker: "exa mple.test",
+            mentions: Some("rules[1].hosts"),
+        },
+        Broken {
+            kind: "bad authorization rule (a message from filters::authz)",
+            yaml: vars(
+                "admin: {listen: \"127.0.0.1:${admin}\"}\nlisteners:\n  - {name: public, listen: \"127.0.0.1:${port}\"}\nroutes:\n  - name: r1\n    direct_response: {status: 200}\n    auth:\n      allow:\n        - methods: [GET]\n          path_prefix: nope\n",
+            ),
+            marker: "path_prefix: nope",
+            mentions: Some("nope"),
+        },
     ]
 }
 

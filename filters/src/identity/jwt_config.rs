@@ -3,7 +3,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::ConfigDuration;
+use crate::units::Duration;
 
 /// Default accepted algorithms of an issuer.
 pub const DEFAULT_ALGORITHMS: [JwtAlgorithm; 3] = [
@@ -12,7 +12,7 @@ pub const DEFAULT_ALGORITHMS: [JwtAlgorithm; 3] = [
     JwtAlgorithm::EdDSA,
 ];
 /// Default clock leeway for `exp`, `nbf` and `iat`.
-pub const DEFAULT_LEEWAY: ConfigDuration = ConfigDuration::from_secs(60);
+pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(60);
 /// Default largest token accepted, in bytes (8 KiB).
 pub const DEFAULT_MAX_TOKEN_BYTES: usize = 8 * 1024;
 /// Largest `max_token_bytes` that may be configured (64 KiB).
@@ -142,7 +142,7 @@ pub struct JwtIssuerConfig {
     pub hmac_secret_file: Option<String>,
     /// Clock skew tolerated on `exp`, `nbf` and `iat`; default `60s`.
     #[serde(default = "default_leeway")]
-    pub leeway: ConfigDuration,
+    pub leeway: Duration,
     /// Largest token accepted, in bytes; default 8192, at most 65536.
     #[serde(default = "default_max_token_bytes")]
     pub max_token_bytes: usize,
@@ -154,15 +154,15 @@ pub struct JwtIssuerConfig {
 pub struct JwksRefreshConfig {
     /// Time between background refreshes after a success; default `5m`.
     #[serde(default = "default_refresh_interval")]
-    pub interval: ConfigDuration,
+    pub interval: Duration,
     /// Least time between two fetches started by unknown `kid`s, and the
     /// first retry delay after a failed fetch (doubling up to `interval`);
     /// default `10s`.
     #[serde(default = "default_min_refetch_interval")]
-    pub min_refetch_interval: ConfigDuration,
+    pub min_refetch_interval: Duration,
     /// Time limit of one fetch; default `5s`.
     #[serde(default = "default_fetch_timeout")]
-    pub timeout: ConfigDuration,
+    pub timeout: Duration,
 }
 
 impl Default for JwksRefreshConfig {
@@ -178,20 +178,20 @@ impl Default for JwksRefreshConfig {
 fn default_algorithms() -> Vec<JwtAlgorithm> {
     DEFAULT_ALGORITHMS.to_vec()
 }
-fn default_leeway() -> ConfigDuration {
+fn default_leeway() -> Duration {
     DEFAULT_LEEWAY
 }
 fn default_max_token_bytes() -> usize {
     DEFAULT_MAX_TOKEN_BYTES
 }
-fn default_refresh_interval() -> ConfigDuration {
-    ConfigDuration::from_secs(300)
+fn default_refresh_interval() -> Duration {
+    Duration::from_secs(300)
 }
-fn default_min_refetch_interval() -> ConfigDuration {
-    ConfigDuration::from_secs(10)
+fn default_min_refetch_interval() -> Duration {
+    Duration::from_secs(10)
 }
-fn default_fetch_timeout() -> ConfigDuration {
-    ConfigDuration::from_secs(5)
+fn default_fetch_timeout() -> Duration {
+    Duration::from_secs(5)
 }
 
 impl JwtIssuerConfig {

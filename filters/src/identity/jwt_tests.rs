@@ -155,7 +155,11 @@ fn time_claims_with_leeway() {
     let text_exp = claims_set("exp", json!("tomorrow"));
     assert_eq!(at(&text_exp), Err(JwtError::InvalidClaim("exp")));
 
-    let strict = verifier_with(&[&d], |c| c.leeway = ConfigDuration::from_secs(0), None);
+    let strict = verifier_with(
+        &[&d],
+        |c| c.leeway = crate::units::Duration::from_secs(0),
+        None,
+    );
     assert_eq!(
         strict.verify_at(&sign(&d, &expired(1)), NOW),
         Err(JwtError::Expired)

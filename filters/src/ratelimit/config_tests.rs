@@ -122,7 +122,7 @@ fn store_config_parses_with_defaults() {
     assert_eq!(s.timeout(), std::time::Duration::from_millis(20));
     assert_eq!(s.key_prefix(), "x:");
     let bad = StoreConfig {
-        timeout: Some(StoreDuration(std::time::Duration::ZERO)),
+        timeout: Some(crate::units::Duration(std::time::Duration::ZERO)),
         ..StoreConfig::new("http://nope")
     };
     assert_eq!(bad.validate().len(), 2, "{:?}", bad.validate());

@@ -37,7 +37,7 @@ async fn two_gateways_share_one_fleet_quota() {
     let redis = RedisServer::start();
     // A generous timeout: this test is about counting, not about latency.
     let cfg = StoreConfig {
-        timeout: Some(StoreDuration(Duration::from_millis(500))),
+        timeout: Some(crate::units::Duration(Duration::from_millis(500))),
         ..StoreConfig::new(redis.url())
     };
     let rule = "- {name: shared, key: client_ip, rate: 50/s, burst: 10, scope: fleet, on_store_error: deny}";

@@ -56,7 +56,7 @@ pub use headers::RateLimitHeaders;
 pub use keys::{RequestKeys, SimpleRequestKeys};
 pub use local::{LocalLimiter, LocalOutcome};
 pub use rule::CompiledRule;
-pub use store_config::{StoreConfig, StoreDuration};
+pub use store_config::StoreConfig;
 
 #[cfg(test)]
 mod config_tests;

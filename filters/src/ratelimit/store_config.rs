@@ -1,12 +1,11 @@
 //! Configuration of the fleet store (`rate_limit_store:` at the top level).
 
-use std::borrow::Cow;
-use std::fmt;
-use std::str::FromStr;
 use std::time::Duration;
 
-use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
-use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::units::Duration as ConfigDuration;
 
 use super::config::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_KEY_PREFIX, DEFAULT_STORE_TIMEOUT};
 
@@ -29,11 +28,11 @@ pub struct StoreConfig {
         alias = "store_timeout",
         skip_serializing_if = "Option::is_none"
     )]
-    pub timeout: Option<StoreDuration>,
+    pub timeout: Option<ConfigDuration>,
     /// Time allowed to (re)connect to Redis, in the background, never on the
     /// request path (default `1s`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub connect_timeout: Option<StoreDuration>,
+    pub connect_timeout: Option<ConfigDuration>,
     /// Prefix of every Redis key written (default `gateway:rl:`). Keys are
     /// `<prefix><rule name>:<sha1 of route and key values>` and expire when
     /// their bucket has refilled.
@@ -77,71 +76,5 @@ impl StoreConfig {
             errors.push("rate_limit_store.connect_timeout must be greater than zero".into());
         }
         errors
-    }
-}
-
-/// A duration in the store config: `50ms`, `1s`, `1m`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct StoreDuration(pub Duration);
-
-impl FromStr for StoreDuration {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let t = s.trim();
-        let split = t
-            .find(|c: char| !c.is_ascii_digit())
-            .ok_or_else(|| format!("duration `{s}` has no unit (use ms, s or m)"))?;
-        let (num, unit) = t.split_at(split);
-        let n: u64 = num
-            .parse()
-            .map_err(|_| format!("duration `{s}` must start with a whole number"))?;
-        let d = match unit {
-            "ms" => Duration::from_millis(n),
-            "s" => Duration::from_secs(n),
-            "m" => Duration::from_secs(n.saturating_mul(60)),
-            _ => {
-                return Err(format!(
-                    "duration `{s}` has unknown unit `{unit}` (use ms, s or m)"
-                ))
-            }
-        };
-        Ok(StoreDuration(d))
-    }
-}
-
-impl fmt::Display for StoreDuration {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let ms = self.0.as_millis();
-        if ms.is_multiple_of(1000) {
-            write!(f, "{}s", ms / 1000)
-        } else {
-            write!(f, "{ms}ms")
-        }
-    }
-}
-
-impl<'de> Deserialize<'de> for StoreDuration {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(de::Error::custom)
-    }
-}
-
-impl Serialize for StoreDuration {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl JsonSchema for StoreDuration {
-    fn schema_name() -> Cow<'static, str> {
-        "RateLimitStoreDuration".into()
-    }
-    fn json_schema(_: &mut SchemaGenerator) -> Schema {
-        json_schema!({
-            "type": "string",
-            "pattern": "^[0-9]+(ms|s|m)$",
-            "description": "A duration such as `50ms`, `1s` or `1m`."
-        })
     }
 }

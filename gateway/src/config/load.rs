@@ -134,6 +134,19 @@ impl Sources {
         self.diag(file, &path, message.into())
     }
 
+    /// Whether `section[idx].sub` (or, without a section, the main file's
+    /// `sub`) is written in the source.
+    pub fn has(&self, section: Option<(Section, usize)>, sub: &str) -> bool {
+        match section {
+            Some((s, idx)) => {
+                let (file, local) = self.origin(s, idx);
+                let path = format!("{}[{local}].{sub}", s.key());
+                self.files[file].map.contains(&path)
+            }
+            None => self.files[0].map.contains(sub),
+        }
+    }
+
     /// A diagnostic at a path of the main file (e.g. `admin.listen`).
     pub fn top(&self, path: &str, message: impl Into<String>) -> Diagnostic {
         self.diag(0, path, message.into())

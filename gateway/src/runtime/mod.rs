@@ -227,6 +227,39 @@ impl Compiler<'_> {
         self.errors.push(d);
     }
 
+    /// Reports a message of a filters module placed under `base`. Those
+    /// messages start with the field they are about (`rules[2].hosts: ...`,
+    /// `allow[0].principals: ...`); that path is used for the position, so
+    /// the diagnostic points at the offending line, not at the block.
+    fn nested_err(&mut self, section: Option<(Section, usize)>, base: &str, msg: String) {
+        let path = match msg.split_once(": ") {
+            Some((field, _))
+                if !field.is_empty()
+                    && field.bytes().all(|b| {
+                        b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'[' | b']')
+                    }) =>
+            {
+                let full = format!("{base}.{field}");
+                // List fields have singular aliases (`path_prefix:` for
+                // `path_prefixes`): find the key as it was written.
+                let singular = full
+                    .strip_suffix("prefixes")
+                    .map(|p| format!("{p}prefix"))
+                    .or_else(|| full.strip_suffix('s').map(str::to_string));
+                match singular {
+                    Some(s) if !self.src.has(section, &full) && self.src.has(section, &s) => s,
+                    _ => full,
+                }
+            }
+            _ => base.to_string(),
+        };
+        let d = match section {
+            Some((s, i)) => self.src.at(s, i, &path, msg),
+            None => self.src.top(&path, msg),
+        };
+        self.errors.push(d);
+    }
+
     fn pair_errors(
         &mut self,
         section: Section,

@@ -8,24 +8,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::common::*;
 
-/// Sends `GET <path>` as written (no client-side normalisation) and returns
-/// the status code.
+/// Sends `GET <path>` as written (no client-side normalisation).
 async fn raw_get(port: u16, path: &str) -> u16 {
-    let mut s = tokio::net::TcpStream::connect(sock(B_GW_IP, port))
-        .await
-        .expect("connect");
-    let req = format!("GET {path} HTTP/1.1\r\nHost: paths.test\r\nConnection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).await.expect("write");
-    let mut buf = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf))
-        .await
-        .expect("answer within 5 s")
-        .expect("read");
-    let head = String::from_utf8_lossy(&buf);
-    head.split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("no status line for {path}: {head:?}"))
+    raw_get_with(port, path, &[]).await
 }
 
 #[tokio::test]
@@ -89,7 +74,8 @@ routes:
     }
 }
 
-/// Sends a request with extra raw header lines; returns the status.
+/// Sends `GET <path>` as written, with extra raw header lines; returns
+/// the status code.
 async fn raw_get_with(port: u16, path: &str, headers: &[&str]) -> u16 {
     let mut s = tokio::net::TcpStream::connect(sock(B_GW_IP, port))
         .await

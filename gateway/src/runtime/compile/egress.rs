@@ -11,8 +11,7 @@ impl Compiler<'_> {
             Ok(r) => Some(r),
             Err(errs) => {
                 for m in errs {
-                    let d = self.src.top("egress", m);
-                    self.errors.push(d);
+                    self.nested_err(None, "egress", m);
                 }
                 None
             }

@@ -120,7 +120,7 @@ impl Compiler<'_> {
             .add_issuer(trust_domain, iss, keys, secret.as_deref())
         {
             for e in errs {
-                self.top(at, e);
+                self.nested_err(None, at, e);
             }
         }
     }
@@ -138,7 +138,7 @@ impl Compiler<'_> {
                 Ok(c) => out.authz = Some(c),
                 Err(errs) => {
                     for e in errs {
-                        self.err(Section::Routes, i, "auth", e);
+                        self.nested_err(Some((Section::Routes, i)), "auth", e);
                     }
                 }
             }
