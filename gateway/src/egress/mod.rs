@@ -242,6 +242,7 @@ impl ServerApp for EgressApp {
             Ok(t) => t,
             Err(msg) => {
                 let _ = respond(&mut session, 400, &msg, &[]).await;
+                self.audit_malformed(&caller, started, "bad_target");
                 return None;
             }
         };
@@ -249,6 +250,7 @@ impl ServerApp for EgressApp {
             // Rules see, and the destination gets, the normalised path.
             if let Err(e) = crate::proxy::forwarding::normalize_path(session.req_header_mut()) {
                 let _ = respond(&mut session, 400, &format!("bad request: {e}\n"), &[]).await;
+                self.audit_malformed(&caller, started, "bad_path");
                 return None;
             }
         }
@@ -334,6 +336,23 @@ impl ServerApp for EgressApp {
 }
 
 impl EgressApp {
+    /// Audits (and counts as `deny`, rule `none`) a request refused with
+    /// 400 before it named a usable destination.
+    fn audit_malformed(&self, caller: &Caller, started: Instant, note: &'static str) {
+        Audit {
+            listener: &self.listener,
+            caller,
+            target: None,
+            decision: None,
+            started,
+            status: 400,
+            bytes_up: 0,
+            bytes_down: 0,
+            note: Some(note),
+        }
+        .write();
+    }
+
     #[allow(clippy::too_many_arguments)]
     async fn tunnel(
         &self,

@@ -76,9 +76,9 @@ pub fn check(
         (None, _) => None,
         (Some(v), None) => match v.to_str().ok().and_then(bearer_token) {
             Some(t) => Some(t),
-            None => return Err(malformed_credentials(route_name)),
+            None => return Err(malformed_credentials()),
         },
-        (Some(_), Some(_)) => return Err(malformed_credentials(route_name)),
+        (Some(_), Some(_)) => return Err(malformed_credentials()),
     };
     let jwt = match token {
         None => None,
@@ -94,7 +94,6 @@ pub fn check(
                         jwks_fetch::request_refetch(&src.issuer);
                     }
                 }
-                METRICS.authz_denied.with_label_values(&[route_name]).inc();
                 return Err(Refusal {
                     status: 401,
                     reason: format!("invalid bearer token: {e}"),
@@ -125,9 +124,8 @@ pub fn check(
     }
 }
 
-fn malformed_credentials(route_name: &str) -> Refusal {
+fn malformed_credentials() -> Refusal {
     count_jwt("unknown", "malformed");
-    METRICS.authz_denied.with_label_values(&[route_name]).inc();
     Refusal {
         status: 401,
         reason: "Authorization must be exactly one `Bearer <token>`".into(),

@@ -356,7 +356,11 @@ async fn an_https_absolute_url_is_not_forwarded_in_plaintext() {
         0,
         "the https:// request must not reach {authority} in plaintext: {:?}",
         api.requests()
-    );
+    ); // Refused before naming a usable destination: still audited and counted.
+    let lines = eg.egress_lines(1, |v| v["status"] == 400);
+    assert_eq!(lines[0]["decision"], "deny", "{}", eg.egress_log());
+    assert_eq!(lines[0]["rule"], "none", "{}", eg.egress_log());
+    eg.assert_requests("deny", "none", 1.0).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
