@@ -17,7 +17,7 @@ use std::any::Any;
 use std::sync::Arc;
 
 use filters::identity::spiffe::spiffe_id_from_der;
-use filters::identity::XfccElement;
+use filters::identity::{SpiffeId, XfccElement};
 use pingora::listeners::TlsAccept;
 use pingora::protocols::tls::TlsRef;
 use pingora::tls::{CertificateDer, UnixTime};
@@ -75,7 +75,8 @@ impl SpiffeClientVerifier {
     /// this because a resumed TLS session restores the client chain without
     /// calling the verifier, and the certificate may have expired or its
     /// trust domain been removed by a reload since the full handshake.
-    pub fn recheck(&self, chain: &[CertificateDer<'static>]) -> Result<(), String> {
+    /// Returns the leaf's SPIFFE ID when the chain still verifies.
+    pub fn recheck(&self, chain: &[CertificateDer<'static>]) -> Result<SpiffeId, String> {
         let (leaf, intermediates) = chain.split_first().ok_or("no client certificate")?;
         let id = spiffe_id_from_der(leaf).map_err(|e| e.to_string())?;
         let td = id.trust_domain();
@@ -93,8 +94,8 @@ impl SpiffeClientVerifier {
             .ok_or_else(|| format!("trust domain `{td}` is no longer accepted"))?;
         verifier
             .verify_client_cert(leaf, intermediates, UnixTime::now())
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string())?;
+        Ok(id)
     }
 
     fn refuse(&self, trust_domain: &str, result: &str, why: String) -> rustls::Error {
@@ -269,14 +270,17 @@ impl TlsAccept for PeerIdentityHook {
         tls: &TlsRef,
     ) -> Option<Arc<dyn Any + Send + Sync>> {
         let der = tls.peer_certificate_der()?;
-        if let (Some(v), Some(chain)) = (&self.verifier, tls.peer_cert_chain_der()) {
-            if let Err(reason) = v.recheck(chain) {
-                count_mtls("unknown", "revoked");
-                return Some(Arc::new(RevokedPeer { reason }));
-            }
-        }
-        // The verifier already accepted this leaf, so it parses.
-        let spiffe_id = spiffe_id_from_der(der).ok()?;
+        let spiffe_id = match (&self.verifier, tls.peer_cert_chain_der()) {
+            (Some(v), Some(chain)) => match v.recheck(chain) {
+                Ok(id) => id,
+                Err(reason) => {
+                    count_mtls("unknown", "revoked");
+                    return Some(Arc::new(RevokedPeer { reason }));
+                }
+            },
+            // The verifier already accepted this leaf, so it parses.
+            _ => spiffe_id_from_der(der).ok()?,
+        };
         Some(Arc::new(PeerIdentity {
             spiffe_id,
             cert_sha256: XfccElement::hash_der(der),
