@@ -2,6 +2,9 @@
 //! one `GET /` on each (so every proxy has set the connection up fully), then
 //! keeps them all open until killed or `max_secs` pass. Writes
 //! `ok=N failed=M` to the ready file once every connection is set up.
+//! Optional extra request headers (`-H 'Name: value'`, e.g. a bearer token
+//! for a gateway that requires one). Needs a descriptor limit above N: the
+//! tool raises its soft limit to the hard one (`main.rs`).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -9,7 +12,13 @@ use std::time::{Duration, Instant};
 
 use crate::Result;
 
-pub fn run(addr: &str, conns: usize, max_secs: u64, ready_file: &str) -> Result<()> {
+pub fn run(
+    addr: &str,
+    conns: usize,
+    max_secs: u64,
+    ready_file: &str,
+    headers: &[String],
+) -> Result<()> {
     let addr: SocketAddr = addr.parse()?;
     if !addr.ip().is_loopback() {
         return Err(format!("{addr} is not a loopback address").into());
@@ -25,9 +34,13 @@ pub fn run(addr: &str, conns: usize, max_secs: u64, ready_file: &str) -> Result<
             match TcpStream::connect_timeout(&addr, Duration::from_secs(5)) {
                 Ok(mut s) => {
                     s.set_read_timeout(Some(Duration::from_secs(5)))?;
-                    let req = format!(
-                        "GET / HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: loadtool-hold\r\n\r\n"
-                    );
+                    let mut req =
+                        format!("GET / HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: loadtool-hold\r\n");
+                    for h in headers {
+                        req.push_str(h);
+                        req.push_str("\r\n");
+                    }
+                    req.push_str("\r\n");
                     if s.write_all(req.as_bytes()).is_ok() {
                         batch.push(s);
                     } else {
