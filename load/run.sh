@@ -862,7 +862,11 @@ run_gen() {
       [ "$sc" = overload ] && rps=$(get throughput_rps)
       if [ "$rec" = 1 ] && [ -n "$rps" ]; then
         local k
-        for k in p50_ms p99_ms p999_ms; do record "$round" "$w" "$sc" "$t" "$k" "$(get $k)"; done
+        # No percentile when no answer was measured (a target far behind
+        # the schedule): the row shows "–" and `late` says why.
+        for k in p50_ms p99_ms p999_ms; do
+          [ "$(get $k)" = nan ] || record "$round" "$w" "$sc" "$t" "$k" "$(get $k)"
+        done
         record "$round" "$w" "$sc" "$t" offered_rps "$RATE"
         record "$round" "$w" "$sc" "$t" late "$(get late)"
         [ "$sc" = overload ] && record "$round" "$w" "$sc" "$t" own_max_rps "$OWN_MAX"
@@ -937,13 +941,18 @@ mem_cells() {
   sleep "$CLOSE_WAIT"
   after=$(rss_kib "$(proc_of "$t")")
   record "$round" "$w" mem "$t" after_close_mib "$(mib "$after")"
+  # Descriptors still open: tells connections still held from memory the
+  # allocator keeps.
+  local fds=0 p
+  for p in $(tree "$(proc_of "$t")"); do fds=$((fds + $(ls "/proc/$p/fd" 2>/dev/null | wc -l))); done
+  record "$round" "$w" mem "$t" fds_after_close "$fds"
   local k1=nan k2=nan
   [ "$h1" -gt 0 ] && k1=$(awk -v a="$r1" -v b="$idle" -v n="$h1" 'BEGIN{printf "%.2f", (a - b) / n}')
   [ "$h2" -gt 0 ] && k2=$(awk -v a="$r2" -v b="$idle" -v n="$h2" 'BEGIN{printf "%.2f", (a - b) / n}')
   record "$round" "$w" mem "$t" kib_per_conn_1k "$k1"
   record "$round" "$w" mem "$t" kib_per_conn_10k "$k2"
   record "$round" "$w" mem "$t" after_close_pct "$(awk -v a="$after" -v b="$idle" 'BEGIN{printf "%.1f", (a - b) / b * 100}')"
-  log "  mem/$t: idle $(mib "$idle") MiB; $h1 conns $(mib "$r1") MiB ($k1 KiB/conn); $h2 conns $(mib "$r2") MiB ($k2 KiB/conn); after close $(mib "$after") MiB"
+  log "  mem/$t: idle $(mib "$idle") MiB; $h1 conns $(mib "$r1") MiB ($k1 KiB/conn); $h2 conns $(mib "$r2") MiB ($k2 KiB/conn); after close $(mib "$after") MiB, $fds descriptors open"
 }
 
 HZ=$(getconf CLK_TCK)

@@ -1,8 +1,9 @@
-//! The PNG chart: per worker count, throughput per scenario and latency
-//! percentiles at the fixed rate, one bar per proxy.
+//! The PNG chart: per worker count, three full-width panels with one bar
+//! per target: CPU time per request per scenario (the headline), max
+//! throughput, and latency percentiles at the fixed rates.
 
 use plotters::prelude::*;
-use plotters::style::full_palette::{BLUE_200, GREY_500, ORANGE_600};
+use plotters::style::full_palette::{BLUE_200, GREY_500, ORANGE_600, PURPLE_400, TEAL_600};
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use crate::report::{Medians, TARGETS};
@@ -34,8 +35,11 @@ fn color(target: &str) -> RGBColor {
         "direct" => GREY_500,
         "gateway" => RGBColor(31, 90, 200),
         "gateway-features" => BLUE_200,
+        "bare-pingora" => PURPLE_400,
         "nginx" => RGBColor(40, 150, 60),
-        _ => ORANGE_600,
+        "haproxy" => ORANGE_600,
+        "envoy" => RGBColor(200, 40, 60),
+        _ => TEAL_600,
     }
 }
 
@@ -55,12 +59,13 @@ struct Group {
 pub fn draw(m: &Medians, out: &str, title: &str, rounds: usize) -> Result<()> {
     register_font()?;
     let workers: Vec<u32> = m.workers.iter().copied().collect();
-    let height = 80 + 540 * workers.len().max(1) as u32;
+    const PANEL: u32 = 480;
+    let height = 80 + 3 * PANEL * workers.len().max(1) as u32;
     let root = BitMapBackend::new(out, (2000, height)).into_drawing_area();
     root.fill(&WHITE)?;
     let (head, body) = root.split_vertically(80);
     head.draw(&Text::new(
-        format!("gateway vs NGINX vs HAProxy, loopback, 1 KiB responses — run {title}, medians of {rounds} round(s)"),
+        format!("gateway vs bare Pingora, NGINX, HAProxy, Envoy, Traefik — loopback, 1 KiB responses — run {title}, medians of {rounds} round(s)"),
         (20, 14),
         ("sans-serif", 26).into_font(),
     ))?;
@@ -75,40 +80,61 @@ pub fn draw(m: &Medians, out: &str, title: &str, rounds: usize) -> Result<()> {
         ))?;
         x += 60 + 11 * label(t).len() as i32;
     }
-    let rows = body.split_evenly((workers.len().max(1), 1));
-    for (row, &w) in rows.iter().zip(&workers) {
-        let (left, right) = row.split_horizontally(1000);
-        let thr: Vec<Group> = [
-            ("h1_ka", "(1) HTTP/1.1 keep-alive"),
-            ("tls_ka", "(3) TLS keep-alive"),
-            ("h2", "(4) HTTP/2 over TLS"),
-            ("close", "(5) new conn per request"),
-        ]
-        .iter()
-        .map(|(s, name)| Group {
+    let panels = body.split_evenly((3 * workers.len().max(1), 1));
+    for (i, &w) in workers.iter().enumerate() {
+        let get = |s: &str, t: &str, k: &str| m.get(w, s, t, k);
+        let group = |name: &str, s: &str, k: &str, scale: f64| Group {
             name: name.to_string(),
             values: TARGETS
                 .iter()
-                .filter_map(|t| m.get(w, s, t, "rps").map(|v| (*t, v / 1000.0)))
+                .filter_map(|t| get(s, t, k).map(|v| (*t, v * scale)))
                 .collect(),
-        })
+        };
+        let cpu: Vec<Group> = [
+            ("(1) HTTP/1.1 keep-alive", "h1_ka"),
+            ("(3) TLS keep-alive", "tls_ka"),
+            ("(4) HTTP/2 over TLS", "h2"),
+            ("(5) new conn per request", "close"),
+            ("(2) fixed rate", "fixed"),
+            ("(2b) rate all sustain", "fixed_low"),
+        ]
+        .iter()
+        .map(|(name, s)| group(name, s, "cpu_us", 1.0))
+        .filter(|g| !g.values.is_empty())
         .collect();
         bars(
-            &left,
+            &panels[3 * i],
+            &format!("{w} worker(s): CPU time per request, µs (lower is better)"),
+            &cpu,
+            false,
+            |v| format!("{v:.0}"),
+        )?;
+        let thr: Vec<Group> = [
+            ("(1) HTTP/1.1 keep-alive", "h1_ka"),
+            ("(3) TLS keep-alive", "tls_ka"),
+            ("(4) HTTP/2 over TLS", "h2"),
+            ("(5) new conn per request", "close"),
+        ]
+        .iter()
+        .map(|(name, s)| group(name, s, "rps", 1e-3))
+        .filter(|g| !g.values.is_empty())
+        .collect();
+        bars(
+            &panels[3 * i + 1],
             &format!("{w} worker(s): max throughput, thousand req/s (higher is better)"),
             &thr,
             false,
             |v| format!("{v:.1}"),
         )?;
-        let rate = m.get(w, "fixed", "nginx", "offered_rps").unwrap_or(0.0);
-        let low = m.get(w, "fixed_low", "nginx", "offered_rps").unwrap_or(0.0);
+        let rate = get("fixed", "nginx", "offered_rps").unwrap_or(0.0);
+        let low = get("fixed_low", "nginx", "offered_rps").unwrap_or(0.0);
         let lat: Vec<Group> = [("fixed", rate), ("fixed_low", low)]
             .iter()
             .flat_map(|&(s, r)| {
                 [("p50_ms", "p50"), ("p99_ms", "p99"), ("p999_ms", "p99.9")]
                     .iter()
                     .map(move |(k, name)| Group {
-                        name: format!("{name} @{:.1}k", r / 1000.0),
+                        name: format!("{name} @{:.1}k req/s", r / 1000.0),
                         values: TARGETS
                             .iter()
                             .filter_map(|t| m.get(w, s, t, k).map(|v| (*t, v)))
@@ -119,8 +145,8 @@ pub fn draw(m: &Medians, out: &str, title: &str, rounds: usize) -> Result<()> {
             .filter(|g| !g.values.is_empty())
             .collect();
         bars(
-            &right,
-            &format!("{w} worker(s): (2) latency at fixed rates, ms, log scale (lower is better)"),
+            &panels[3 * i + 2],
+            &format!("{w} worker(s): latency at fixed rates (2) and (2b), ms, log scale (lower is better)"),
             &lat,
             true,
             |v| {
@@ -230,7 +256,7 @@ where
             }
         }
         chart.draw_series(rects)?;
-        let style = TextStyle::from(("sans-serif", 14).into_font())
+        let style = TextStyle::from(("sans-serif", 13).into_font())
             .pos(Pos::new(HPos::Center, VPos::Bottom));
         chart.draw_series(
             texts

@@ -350,14 +350,18 @@ pub fn run(o: &Opts) -> Result<()> {
         }
     }
     lat_us.sort_unstable();
-    let q = |p: f64| percentile(&lat_us, p) as f64 / 1000.0;
+    // No answer measured (a target far behind its schedule): no percentile.
+    let q = |p: f64| match lat_us.is_empty() {
+        true => "nan".to_string(),
+        false => format!("{:.3}", percentile(&lat_us, p) as f64 / 1000.0),
+    };
     let achieved = if o.overload {
         thr_in_window
     } else {
         ok_in_window
     };
     println!(
-        "requests={} answered={} errors={} late={} p50_ms={:.3} p99_ms={:.3} p999_ms={:.3} max_ms={:.3} achieved_rps={:.0} throughput_rps={:.0} unsent={}",
+        "requests={} answered={} errors={} late={} p50_ms={} p99_ms={} p999_ms={} max_ms={} achieved_rps={:.0} throughput_rps={:.0} unsent={}",
         done_measured,
         answered,
         errors,
