@@ -23,6 +23,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -34,6 +35,7 @@ use serde_json::{Map, Value};
 
 use super::jwks::VerificationKey;
 use super::jwks_refresh::SharedKeySet;
+use super::jwt_cache::{CachedToken, TokenCache};
 use super::jwt_config::{
     JwtAlgorithm, JwtIssuerConfig, DEFAULT_MAX_TOKEN_BYTES, MIN_HMAC_SECRET_BYTES,
 };
@@ -73,11 +75,13 @@ struct Issuer {
     hmac: Option<DecodingKey>,
 }
 
-/// The trusted issuers with their keys.
+/// The trusted issuers with their keys, and the tokens already verified
+/// ([`super::jwt_cache`]).
 #[derive(Default)]
 pub struct JwtVerifier {
     issuers: HashMap<String, Issuer>,
     max_token_bytes: usize,
+    cache: TokenCache,
 }
 
 impl fmt::Debug for JwtVerifier {
@@ -94,6 +98,13 @@ impl JwtVerifier {
     /// A verifier with no issuer (refuses every token).
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Keeps up to `capacity` verified tokens per worker thread (0: none);
+    /// [`super::jwt_cache::DEFAULT_CAPACITY`] unless set.
+    pub fn with_cache_capacity(mut self, capacity: usize) -> Self {
+        self.cache = TokenCache::new(capacity);
+        self
     }
 
     /// Adds an issuer of trust domain `trust_domain`, verifying with `keys`
@@ -138,6 +149,12 @@ impl JwtVerifier {
         Ok(())
     }
 
+    /// Tokens cached by the calling thread (tests).
+    #[cfg(test)]
+    pub(crate) fn cache_len(&self) -> usize {
+        self.cache.len()
+    }
+
     /// The key set of `issuer` (to hand to its refresher).
     pub fn keys(&self, issuer: &str) -> Option<&SharedKeySet> {
         self.issuers.get(issuer).map(|i| &i.keys)
@@ -168,6 +185,16 @@ impl JwtVerifier {
         };
         if token.len() > global_max {
             return Err(too_large(global_max));
+        }
+        if let Some(hit) = self.cache.get(token) {
+            if let Some(result) = self.recheck(&hit, now) {
+                if result.is_err() {
+                    self.cache.remove(token);
+                }
+                return result.map(|()| hit.jwt);
+            }
+            // The issuer or its keys changed since: check from scratch.
+            self.cache.remove(token);
         }
         let mut parts = token.split('.');
         let (Some(h64), Some(c64), Some(sig64), None) =
@@ -208,6 +235,7 @@ impl JwtVerifier {
             .filter(|s| !s.is_empty())
             .ok_or(JwtError::Malformed("bad signature encoding"))?;
         let message = &token.as_bytes()[..h64.len() + 1 + c64.len()];
+        let mut checked_with = None;
         let verified = if alg.is_hmac() {
             let secret = issuer
                 .hmac
@@ -216,6 +244,7 @@ impl JwtVerifier {
             check_signature(&sig, message, secret, alg)
         } else {
             let set = issuer.keys.load();
+            checked_with = Some(set.clone());
             let candidates: Vec<&VerificationKey> = match kid {
                 Some(kid) => {
                     let key = set.find(kid).ok_or_else(|| JwtError::UnknownKid {
@@ -241,15 +270,64 @@ impl JwtVerifier {
         if !verified {
             return Err(JwtError::BadSignature);
         }
-        check_claims(&claims, issuer, now)?;
-        Ok(VerifiedJwt {
+        let times = check_claims(&claims, issuer, now)?;
+        let jwt = VerifiedJwt {
             issuer: iss.to_string(),
             subject: string_claim(&claims, "sub")?.to_string(),
             trust_domain: issuer.trust_domain.clone(),
             algorithm: alg,
             kid: kid.map(str::to_string),
             claims,
-        })
+        };
+        self.cache.insert(
+            token,
+            CachedToken {
+                jwt: jwt.clone(),
+                keys: checked_with,
+                times,
+            },
+        );
+        Ok(jwt)
+    }
+
+    /// Re-checks a cached token at `now`: `None` when its issuer is gone or
+    /// the issuer's key set was replaced since (check it again from scratch).
+    fn recheck(&self, hit: &CachedToken, now: i64) -> Option<Result<(), JwtError>> {
+        let issuer = self.issuers.get(&hit.jwt.issuer)?;
+        if let Some(keys) = &hit.keys {
+            if !Arc::ptr_eq(keys, &issuer.keys.load()) {
+                return None;
+            }
+        }
+        Some(hit.times.check(issuer.leeway, now))
+    }
+}
+
+/// The time claims of a token (Unix seconds).
+#[derive(Clone, Copy, Debug)]
+pub(super) struct TimeClaims {
+    exp: i64,
+    nbf: Option<i64>,
+    iat: Option<i64>,
+}
+
+impl TimeClaims {
+    /// `exp` not passed, `nbf` reached and `iat` not in the future, with `leeway`.
+    fn check(&self, leeway: i64, now: i64) -> Result<(), JwtError> {
+        if now >= self.exp.saturating_add(leeway) {
+            return Err(JwtError::Expired);
+        }
+        if let Some(nbf) = self.nbf {
+            if nbf > now.saturating_add(leeway) {
+                return Err(JwtError::NotYetValid);
+            }
+        }
+        if let Some(iat) = self.iat {
+            if iat > now.saturating_add(leeway) {
+                return Err(JwtError::IssuedInFuture);
+            }
+        }
+        Ok(())
     }
 }
 
@@ -265,21 +343,17 @@ fn check_signature(sig: &[u8], msg: &[u8], key: &DecodingKey, alg: JwtAlgorithm)
         .is_ok_and(|v| v.verify(msg, &sig.to_vec()).is_ok())
 }
 
-fn check_claims(claims: &Map<String, Value>, issuer: &Issuer, now: i64) -> Result<(), JwtError> {
-    let exp = numeric_date(claims, "exp")?.ok_or(JwtError::MissingClaim("exp"))?;
-    if now >= exp.saturating_add(issuer.leeway) {
-        return Err(JwtError::Expired);
-    }
-    if let Some(nbf) = numeric_date(claims, "nbf")? {
-        if nbf > now.saturating_add(issuer.leeway) {
-            return Err(JwtError::NotYetValid);
-        }
-    }
-    if let Some(iat) = numeric_date(claims, "iat")? {
-        if iat > now.saturating_add(issuer.leeway) {
-            return Err(JwtError::IssuedInFuture);
-        }
-    }
+fn check_claims(
+    claims: &Map<String, Value>,
+    issuer: &Issuer,
+    now: i64,
+) -> Result<TimeClaims, JwtError> {
+    let times = TimeClaims {
+        exp: numeric_date(claims, "exp")?.ok_or(JwtError::MissingClaim("exp"))?,
+        nbf: numeric_date(claims, "nbf")?,
+        iat: numeric_date(claims, "iat")?,
+    };
+    times.check(issuer.leeway, now)?;
     let accepted = |a: &Value| {
         a.as_str()
             .is_some_and(|a| issuer.audiences.iter().any(|x| x == a))
@@ -296,7 +370,7 @@ fn check_claims(claims: &Map<String, Value>, issuer: &Issuer, now: i64) -> Resul
     if string_claim(claims, "sub")?.is_empty() {
         return Err(JwtError::InvalidClaim("sub"));
     }
-    Ok(())
+    Ok(times)
 }
 
 fn string_claim<'a>(

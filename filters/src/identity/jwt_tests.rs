@@ -316,3 +316,66 @@ fn tampering_is_detected() {
         assert_eq!(v.verify_at(&truncated, NOW), Err(JwtError::BadSignature));
     }
 }
+
+#[test]
+fn cached_tokens_are_rechecked_for_time_and_keys() {
+    let (e, other) = (ec("e1"), ec("e2"));
+    let v = verifier(&[&e]);
+    let token = sign(&e, &claims());
+    let first = v.verify_at(&token, NOW).unwrap();
+    assert_eq!(v.cache_len(), 1, "a verified token is cached");
+    assert_eq!(v.verify_at(&token, NOW + 1).unwrap(), first, "a hit");
+    // Time claims still apply to a hit: `exp` is NOW + 300 (leeway 60 s by default).
+    let expired = v.verify_at(&token, NOW + 10_000);
+    assert_eq!(expired, Err(JwtError::Expired));
+    assert_eq!(v.cache_len(), 0, "an expired entry is dropped");
+    assert!(v.verify_at(&token, NOW).is_ok());
+    // A token that fails is never cached; a different signature is its own entry.
+    let mut tampered = token.clone();
+    tampered.pop();
+    tampered.push(if token.ends_with('A') { 'B' } else { 'A' });
+    assert!(v.verify_at(&tampered, NOW).is_err());
+    assert!(v.verify_at(&tampered, NOW).is_err());
+    assert_eq!(v.cache_len(), 1);
+    // The issuer's keys replaced (rotation, revocation): the hit is checked again.
+    v.keys(ISS)
+        .unwrap()
+        .store(JwkSet::parse(&jwks(&[&other])).unwrap());
+    assert!(matches!(
+        v.verify_at(&token, NOW),
+        Err(JwtError::UnknownKid { .. })
+    ));
+    assert_eq!(v.cache_len(), 0);
+}
+
+#[test]
+fn the_cache_is_bounded_and_can_be_off() {
+    let e = ec("e1");
+    let v = verifier(&[&e]).with_cache_capacity(4);
+    for i in 0..10 {
+        let t = sign(&e, &claims_set("jti", json!(i)));
+        assert!(v.verify_at(&t, NOW).is_ok());
+    }
+    assert_eq!(v.cache_len(), 4);
+    let off = verifier(&[&e]).with_cache_capacity(0);
+    assert!(off.verify_at(&sign(&e, &claims()), NOW).is_ok());
+    assert_eq!(off.cache_len(), 0);
+}
+
+#[test]
+fn each_thread_has_its_own_entries() {
+    let e = ec("e1");
+    let v = std::sync::Arc::new(verifier(&[&e]));
+    let token = sign(&e, &claims());
+    assert!(v.verify_at(&token, NOW).is_ok());
+    let (v2, t2) = (v.clone(), token.clone());
+    let other = std::thread::spawn(move || {
+        let before = v2.cache_len();
+        assert!(v2.verify_at(&t2, NOW).is_ok());
+        (before, v2.cache_len())
+    })
+    .join()
+    .unwrap();
+    assert_eq!(other, (0, 1));
+    assert_eq!(v.cache_len(), 1);
+}

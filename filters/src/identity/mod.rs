@@ -59,6 +59,7 @@
 pub mod jwks;
 mod jwks_refresh;
 pub mod jwt;
+pub mod jwt_cache;
 mod jwt_config;
 mod jwt_error;
 pub mod principal;
