@@ -161,7 +161,9 @@ impl Audit<'_> {
             "duration_ms": self.started.elapsed().as_secs_f64() * 1000.0,
             "note": self.note,
         });
-        crate::access_log::write(line.to_string());
+        crate::access_log::append(|buf| {
+            let _ = serde_json::to_writer(buf, &line);
+        });
     }
 }
 
