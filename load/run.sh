@@ -31,11 +31,13 @@ HOLD_SMALL=1000  # memory: idle keep-alive connections held open ...
 HOLD_BIG=10000   # ... and again with this many
 CLOSE_WAIT=3     # memory: seconds between closing them and reading RSS again
 RELOAD_EVERY=0.1 # reload cell: pause between two forced reloads (seconds)
-# Extra arguments of bare-pingora, e.g. "--l4-read-buffer 65536 --pool-size 1024".
-# They MUST match the gateway's own listener buffer and upstream pool
-# settings, or gateway / bare-pingora stops being the cost of the gateway's
-# own work. Empty: Pingora's defaults, which is what the gateway uses today.
-BARE_ARGS=""
+# Extra arguments of bare-pingora. They MUST match the gateway's defaults
+# (listener read buffers: `read_buffer_bytes`, 4 KiB plaintext and 16 KiB
+# TLS; `gateway.work_stealing: false`; `upstream_keepalive_pool_size: 1024`),
+# or gateway / bare-pingora stops being the cost of the gateway's own work.
+# The allocator is the same by construction (bare-pingora links the
+# gateway's). Empty: Pingora's own defaults.
+BARE_ARGS="--l4-read-buffer 4096 --tls-l4-read-buffer 16384 --work-stealing false --pool-size 1024"
 
 usage() {
   cat <<USAGE

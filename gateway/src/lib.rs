@@ -4,6 +4,7 @@
 
 pub mod access_log;
 pub mod admin;
+mod alloc;
 pub mod config;
 pub mod egress;
 pub mod identity;

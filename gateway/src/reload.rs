@@ -165,6 +165,9 @@ fn restart_required(gateway: &Gateway, new: &Runtime) -> Vec<String> {
             Some(b) if b.tls.is_some() != l.tls.is_some() || b.h2c != l.h2c => {
                 out.push(format!("listener `{}` changed protocol", l.name))
             }
+            Some(b) if b.read_buffer_bytes != l.read_buffer_bytes => {
+                out.push(format!("listener `{}` changed read_buffer_bytes", l.name))
+            }
             Some(_) => {}
         }
     }

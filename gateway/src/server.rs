@@ -11,6 +11,7 @@ use tokio::sync::broadcast::error::RecvError;
 use pingora::apps::http_app::HttpServer;
 use pingora::apps::HttpServerOptions;
 use pingora::listeners::tls::TlsSettings;
+use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::server::configuration::ServerConf;
 use pingora::server::Server;
 use pingora::services::listening::Service;
@@ -102,6 +103,12 @@ fn listener_tls(
     Ok(tls)
 }
 
+/// The listening endpoint of `l`: its address and per-connection buffer.
+fn listener_config(l: &ListenerSpec) -> ListenerConfig {
+    ListenerConfig::tcp(l.addr.to_string())
+        .l4_buffer(L4BufferSettings::default().read(l.read_buffer_bytes))
+}
+
 /// Builds the server for `gateway` and runs it until shutdown. With
 /// `upgrade`, the listening sockets are taken over from the running process
 /// (Pingora's zero-downtime upgrade; send that process SIGQUIT).
@@ -115,6 +122,8 @@ pub fn run(gateway: Arc<Gateway>, upgrade: bool) -> anyhow::Result<()> {
         // Pingora's default grace period is 300 s; ours is configurable and short.
         grace_period_seconds: Some(settings.drain_timeout.get().as_secs()),
         graceful_shutdown_timeout_seconds: Some(1),
+        work_stealing: settings.work_stealing,
+        upstream_keepalive_pool_size: settings.upstream_keepalive_pool_size,
         upgrade_sock: settings
             .upgrade_sock
             .clone()
@@ -132,37 +141,37 @@ pub fn run(gateway: Arc<Gateway>, upgrade: bool) -> anyhow::Result<()> {
     if let Some(e) = &runtime.egress {
         crate::egress::init_observed(e.rules.observed_max_entries());
     }
-    for l in &runtime.listeners {
+    for (index, l) in runtime.listeners.iter().enumerate() {
         if l.mode == ListenerMode::Egress {
             let mut svc = Service::new(
                 format!("egress listener {}", l.name),
                 EgressApp::new(gateway.clone(), l.name.clone()),
             );
-            let addr = l.addr.to_string();
-            match &l.tls {
-                Some(t) => svc.add_tls_with_settings(&addr, None, listener_tls(&gateway, l, t)?),
-                None => svc.add_tcp(&addr),
+            let mut endpoint = listener_config(l);
+            if let Some(t) = &l.tls {
+                endpoint = endpoint.tls(listener_tls(&gateway, l, t)?);
             }
+            svc.add_listener(endpoint);
             server.add_service(svc);
             continue;
         }
-        let app = GatewayProxy::new(l.name.clone(), l.tls.is_some(), gateway.clone());
+        let app = GatewayProxy::new(l.name.clone(), index, l.tls.is_some(), gateway.clone());
         let mut svc = pingora::proxy::http_proxy_service_with_name(
             &server.configuration,
             app,
             &format!("listener {}", l.name),
         );
-        let addr = l.addr.to_string();
+        let endpoint = listener_config(l);
         match &l.tls {
             Some(t) => {
                 let mut tls = listener_tls(&gateway, l, t)?;
                 if t.h2 {
                     tls.enable_h2();
                 }
-                svc.add_tls_with_settings(&addr, None, tls);
+                svc.add_listener(endpoint.tls(tls));
             }
             None => {
-                svc.add_tcp(&addr);
+                svc.add_listener(endpoint);
                 if l.h2c {
                     let mut opts = HttpServerOptions::default();
                     opts.h2c = true;

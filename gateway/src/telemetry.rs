@@ -186,6 +186,17 @@ fn random_span_id() -> SpanId {
     SpanId::from_bytes(fastrand::u64(1..).to_be_bytes())
 }
 
+/// `00-<trace id>-<parent span id>-<flags>`, formatted without `fmt`.
+fn traceparent_bytes(trace: TraceId, parent: SpanId, flags: TraceFlags) -> [u8; 55] {
+    use crate::proxy::forwarding::hex_into;
+    let mut out = [b'-'; 55];
+    out[0..2].copy_from_slice(b"00");
+    hex_into(&trace.to_bytes(), &mut out[3..35]);
+    hex_into(&parent.to_bytes(), &mut out[36..52]);
+    hex_into(&[flags.to_u8()], &mut out[53..55]);
+    out
+}
+
 /// The trace state of one request.
 pub struct RequestTrace {
     trace_id: TraceId,
@@ -256,9 +267,9 @@ impl RequestTrace {
         }
     }
 
-    /// The trace id, hex (for the access log).
-    pub fn trace_id(&self) -> String {
-        self.trace_id.to_string()
+    /// The trace id (its `Display` is the hex form the access log shows).
+    pub fn trace_id(&self) -> TraceId {
+        self.trace_id
     }
 
     /// Names the server span after the route and records request facts.
@@ -336,19 +347,17 @@ impl RequestTrace {
     }
 
     /// The `traceparent` for the upstream: the current attempt as parent.
-    pub fn upstream_traceparent(&self) -> String {
+    pub fn upstream_traceparent(&self) -> http::HeaderValue {
         let parent = self.attempt_id.unwrap_or(self.server_span_id);
-        format!("00-{}-{}-{:02x}", self.trace_id, parent, self.flags.to_u8())
+        let v = traceparent_bytes(self.trace_id, parent, self.flags);
+        // Hex digits and dashes are a valid header value.
+        http::HeaderValue::from_bytes(&v).unwrap_or_else(|_| http::HeaderValue::from_static(""))
     }
 
     /// The `traceparent` for a mirror copy: the server span as parent.
     pub fn traceparent(&self) -> String {
-        format!(
-            "00-{}-{}-{:02x}",
-            self.trace_id,
-            self.server_span_id,
-            self.flags.to_u8()
-        )
+        let v = traceparent_bytes(self.trace_id, self.server_span_id, self.flags);
+        String::from_utf8_lossy(&v).into_owned()
     }
 
     /// Ends the request's spans.
@@ -417,9 +426,11 @@ mod tests {
         )
         .unwrap();
         let mut t = RequestTrace::start(&req);
-        assert_eq!(t.trace_id(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(t.trace_id().to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
         t.start_attempt(1, "c", "127.0.0.1:1", "zone");
         let up = t.upstream_traceparent();
+        let up = up.to_str().unwrap();
+        assert_eq!(up.len(), 55);
         assert!(
             up.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-") && up.ends_with("-01"),
             "{up}"
@@ -429,7 +440,7 @@ mod tests {
             "a new span id is the parent upstream"
         );
         let fresh = RequestTrace::start(&RequestHeader::build("GET", b"/", None).unwrap());
-        assert_eq!(fresh.trace_id().len(), 32);
+        assert_eq!(fresh.trace_id().to_string().len(), 32);
         assert_ne!(fresh.trace_id(), t.trace_id());
     }
 }

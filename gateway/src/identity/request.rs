@@ -145,8 +145,13 @@ fn count_jwt(trust_domain: &str, result: &str) {
 /// Removes identity headers a caller may have forged. Runs on every
 /// request, whatever the route.
 pub fn strip_caller_headers(req: &mut RequestHeader) {
-    req.remove_header(IDENTITY_HEADER);
-    req.remove_header(XFCC_HEADER);
+    // `remove_header` also rebuilds Pingora's case map: look first.
+    if req.headers.contains_key(IDENTITY_HEADER) {
+        req.remove_header(IDENTITY_HEADER);
+    }
+    if req.headers.contains_key(XFCC_HEADER) {
+        req.remove_header(XFCC_HEADER);
+    }
 }
 
 /// Sets the identity headers of the upstream request.

@@ -1,6 +1,8 @@
 //! Prometheus metrics (prefix `gateway_`, base units, bounded labels: route,
 //! cluster and listener names come from the config, never from requests).
 
+pub mod handles;
+
 use std::sync::LazyLock;
 
 use prometheus::{

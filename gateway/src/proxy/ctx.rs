@@ -30,7 +30,7 @@ pub struct RequestCtx {
     /// Whole-exchange deadline of the route.
     pub deadline: Option<Instant>,
     /// Request id (kept or generated).
-    pub request_id: String,
+    pub request_id: super::forwarding::RequestId,
     /// Client address.
     pub client_ip: Option<IpAddr>,
     /// The client's `Host` (for `X-Forwarded-Host`).
@@ -77,7 +77,7 @@ impl RequestCtx {
             tried: Vec::new(),
             tries: 0,
             deadline: None,
-            request_id: String::new(),
+            request_id: Default::default(),
             client_ip: None,
             original_host: None,
             try_start: None,

@@ -13,37 +13,75 @@ const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 /// Response fields that only describe the upstream connection.
-const HOP_BY_HOP_RESPONSE: [&str; 4] = ["keep-alive", "proxy-connection", "te", "trailer"];
+const HOP_BY_HOP_RESPONSE: [HeaderName; 4] = [
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    http::header::TE,
+    http::header::TRAILER,
+];
+
+/// A request id: kept as the header value it is sent as, so the request,
+/// the response and the log share one buffer.
+#[derive(Clone, Debug)]
+pub struct RequestId(HeaderValue);
+
+impl Default for RequestId {
+    fn default() -> Self {
+        RequestId(HeaderValue::from_static(""))
+    }
+}
+
+impl RequestId {
+    /// The header value.
+    pub fn header(&self) -> HeaderValue {
+        self.0.clone()
+    }
+}
+
+impl std::ops::Deref for RequestId {
+    type Target = str;
+    fn deref(&self) -> &str {
+        // Only visible ASCII gets in (see `request_id`).
+        self.0.to_str().unwrap_or("")
+    }
+}
 
 /// Keeps a client's `x-request-id` when it is sane (visible ASCII, at most
 /// 128 bytes), otherwise generates a UUID v4.
-pub fn request_id(req: &RequestHeader) -> String {
+pub fn request_id(req: &RequestHeader) -> RequestId {
     match req.headers.get(&REQUEST_ID) {
         Some(v)
             if !v.is_empty()
                 && v.len() <= 128
                 && v.as_bytes().iter().all(|b| b.is_ascii_graphic()) =>
         {
-            // Visible ASCII is valid UTF-8.
-            String::from_utf8_lossy(v.as_bytes()).into_owned()
+            RequestId(v.clone())
         }
-        _ => uuid_v4(),
+        _ => RequestId(uuid_v4()),
     }
 }
 
-fn uuid_v4() -> String {
+/// Lower-case hex digits of `bytes` into `out` (twice as long).
+pub fn hex_into(bytes: &[u8], out: &mut [u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for (i, b) in bytes.iter().enumerate() {
+        out[2 * i] = HEX[(b >> 4) as usize];
+        out[2 * i + 1] = HEX[(b & 0x0f) as usize];
+    }
+}
+
+fn uuid_v4() -> HeaderValue {
     let mut b = fastrand::u128(..).to_be_bytes();
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
-    let h = |r: std::ops::Range<usize>| b[r].iter().map(|x| format!("{x:02x}")).collect::<String>();
-    format!(
-        "{}-{}-{}-{}-{}",
-        h(0..4),
-        h(4..6),
-        h(6..8),
-        h(8..10),
-        h(10..16)
-    )
+    let mut out = [b'-'; 36];
+    hex_into(&b[0..4], &mut out[0..8]);
+    hex_into(&b[4..6], &mut out[9..13]);
+    hex_into(&b[6..8], &mut out[14..18]);
+    hex_into(&b[8..10], &mut out[19..23]);
+    hex_into(&b[10..16], &mut out[24..36]);
+    // Hex digits and dashes are a valid header value.
+    HeaderValue::from_bytes(&out).unwrap_or_else(|_| HeaderValue::from_static("-"))
 }
 
 /// Sets `X-Forwarded-For` (appended), `-Proto` and `-Host` on the upstream request.
@@ -54,15 +92,22 @@ pub fn set_forwarded(
     original_host: Option<&HeaderValue>,
 ) {
     if let Some(ip) = client_ip {
-        let value = match req
-            .headers
-            .get(&X_FORWARDED_FOR)
-            .and_then(|v| v.to_str().ok())
-        {
-            Some(prev) if !prev.trim().is_empty() => format!("{prev}, {ip}"),
-            _ => ip.to_string(),
+        use std::io::Write;
+        // An address is at most 45 bytes: format it on the stack.
+        let mut addr = [0u8; 48];
+        let mut cursor = std::io::Cursor::new(&mut addr[..]);
+        let _ = write!(cursor, "{ip}");
+        let len = cursor.position() as usize;
+        let addr = &addr[..len];
+        let prev = req.headers.get(&X_FORWARDED_FOR);
+        // A previous value that is not visible ASCII is replaced, not extended.
+        let value = match prev.filter(|v| v.to_str().is_ok()).map(|v| v.as_bytes()) {
+            Some(prev) if !prev.trim_ascii().is_empty() => {
+                HeaderValue::from_bytes(&[prev, b", ", addr].concat())
+            }
+            _ => HeaderValue::from_bytes(addr),
         };
-        if let Ok(v) = HeaderValue::from_str(&value) {
+        if let Ok(v) = value {
             let _ = req.insert_header(X_FORWARDED_FOR, v);
         }
     }
@@ -77,6 +122,18 @@ pub fn set_forwarded(
 /// upstream nominated in its `Connection` header. `Connection` itself and
 /// framing are left to Pingora, which rewrites them for the client.
 pub fn strip_hop_by_hop_response(resp: &mut ResponseHeader) {
+    if resp.headers.contains_key(http::header::CONNECTION) {
+        strip_nominated(resp);
+    }
+    for n in &HOP_BY_HOP_RESPONSE {
+        if resp.headers.contains_key(n) {
+            resp.remove_header(n);
+        }
+    }
+}
+
+/// Removes the fields a response's `Connection` header names.
+fn strip_nominated(resp: &mut ResponseHeader) {
     let nominated: Vec<HeaderName> = resp
         .headers
         .get_all(http::header::CONNECTION)
@@ -88,11 +145,6 @@ pub fn strip_hop_by_hop_response(resp: &mut ResponseHeader) {
         .collect();
     for n in nominated {
         resp.remove_header(&n);
-    }
-    for n in HOP_BY_HOP_RESPONSE {
-        if resp.headers.contains_key(n) {
-            resp.remove_header(n);
-        }
     }
 }
 
@@ -150,14 +202,18 @@ mod tests {
         let id = request_id(&req);
         assert_eq!(id.len(), 36);
         assert_eq!(&id[14..15], "4");
-        assert_ne!(id, request_id(&req));
+        assert_ne!(&*id, &*request_id(&req));
+        let groups: Vec<usize> = id.split('-').map(str::len).collect();
+        assert_eq!(groups, [8, 4, 4, 4, 12]);
+        assert!(id.bytes().all(|b| b == b'-' || b.is_ascii_hexdigit()));
+        assert!(matches!(id.as_bytes()[19], b'8' | b'9' | b'a' | b'b'));
     }
 
     #[test]
     fn sane_client_request_ids_are_kept() {
         let mut req = RequestHeader::build("GET", b"/", None).unwrap();
         req.insert_header("x-request-id", "abc-123").unwrap();
-        assert_eq!(request_id(&req), "abc-123");
+        assert_eq!(&*request_id(&req), "abc-123");
         req.insert_header("x-request-id", "a".repeat(300)).unwrap();
         assert_eq!(request_id(&req).len(), 36);
     }

@@ -4,6 +4,7 @@
 //! `new_ctx` and uses it to the end, so a reload never changes a request
 //! halfway.
 
+mod access_line;
 pub mod ctx;
 pub mod forwarding;
 mod identity;
@@ -23,7 +24,7 @@ use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorSource, ErrorType, RetryType};
 
 use crate::config::LbPolicy;
-use crate::metrics::{code_class, METRICS};
+use crate::metrics::METRICS;
 use crate::runtime::cluster::hash_key;
 use crate::runtime::health::{self, TryResult};
 use crate::runtime::locality::Priority;
@@ -32,18 +33,23 @@ use crate::Gateway;
 use ctx::RequestCtx;
 use forwarding::{Headers, REQUEST_ID};
 
+const TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
+
 /// The proxy service of one listener.
 pub struct GatewayProxy {
     listener: Arc<str>,
+    /// Position of the listener in the runtime's listener list (metric handles).
+    listener_index: usize,
     https: bool,
     gateway: Arc<Gateway>,
 }
 
 impl GatewayProxy {
-    /// A proxy for the listener `name`.
-    pub fn new(name: Arc<str>, https: bool, gateway: Arc<Gateway>) -> Self {
+    /// A proxy for the listener `name`, the `index`-th of the runtime's listeners.
+    pub fn new(name: Arc<str>, index: usize, https: bool, gateway: Arc<Gateway>) -> Self {
         GatewayProxy {
             listener: name,
+            listener_index: index,
             https,
             gateway,
         }
@@ -93,6 +99,11 @@ fn rewrite_prefix(req: &mut RequestHeader, from: &str, to: &str) -> pingora::Res
 impl ProxyHttp for GatewayProxy {
     type CTX = RequestCtx;
 
+    /// No downstream modules: Pingora's default adds a (disabled)
+    /// compression module to every request, which costs a module context
+    /// per request and buys nothing while no route compresses.
+    fn init_downstream_modules(&self, _modules: &mut pingora::modules::http::HttpModules) {}
+
     fn new_ctx(&self) -> RequestCtx {
         RequestCtx::new(self.gateway.runtime.load_full())
     }
@@ -118,7 +129,7 @@ impl ProxyHttp for GatewayProxy {
         ctx.request_id = forwarding::request_id(session.req_header());
         ctx.trace = Some(crate::telemetry::RequestTrace::start(session.req_header()));
         let req = session.req_header_mut();
-        req.insert_header(REQUEST_ID, ctx.request_id.as_str())?;
+        req.insert_header(REQUEST_ID, ctx.request_id.header())?;
         identity::strip(req);
         ctx.original_host = req.headers.get(http::header::HOST).cloned().or_else(|| {
             req.uri
@@ -208,10 +219,7 @@ impl ProxyHttp for GatewayProxy {
                     return Ok(true);
                 };
                 if !cluster.admit_request() {
-                    METRICS
-                        .circuit_open
-                        .with_label_values(&[&*cluster.name])
-                        .inc();
+                    cluster.metrics.circuit_open().inc();
                     respond::write(
                         session,
                         503,
@@ -242,7 +250,9 @@ impl ProxyHttp for GatewayProxy {
             return Error::e_explain(ErrorType::InternalError, "no cluster chosen");
         };
         if ctx.tries > 0 {
-            METRICS.retries.with_label_values(&[ctx.route_name()]).inc();
+            if let Some(r) = ctx.route() {
+                r.metrics.retries().inc();
+            }
         }
         let hash = (cluster.lb == LbPolicy::ConsistentHash).then(|| {
             let header = cluster
@@ -265,10 +275,7 @@ impl ProxyHttp for GatewayProxy {
         ctx.body_offset = 0;
         if !cluster.admit_pending() {
             ctx.overloaded = true;
-            METRICS
-                .circuit_open
-                .with_label_values(&[&*cluster.name])
-                .inc();
+            cluster.metrics.circuit_open().inc();
             return Error::e_explain(
                 ErrorType::HTTPStatus(503),
                 "circuit breaker: too many pending requests",
@@ -284,10 +291,7 @@ impl ProxyHttp for GatewayProxy {
                 pick.priority.label(),
             );
         }
-        METRICS
-            .upstream_requests
-            .with_label_values(&[&*cluster.name, pick.priority.label()])
-            .inc();
+        cluster.metrics.upstream_requests(pick.priority).inc();
         let endpoint = &cluster.endpoints[pick.index];
         let mut peer = Box::new(endpoint.peer.clone());
 
@@ -388,7 +392,7 @@ impl ProxyHttp for GatewayProxy {
             upstream.insert_header(http::header::HOST, h.clone())?;
         }
         if let Some(t) = &ctx.trace {
-            upstream.insert_header("traceparent", t.upstream_traceparent())?;
+            upstream.insert_header(TRACEPARENT, t.upstream_traceparent())?;
         }
         forwarding::set_forwarded(
             upstream,
@@ -422,15 +426,11 @@ impl ProxyHttp for GatewayProxy {
             health::record_try(c, i, result);
         }
         if let (Some(t), Some(c)) = (ctx.try_start.take(), &ctx.cluster) {
-            METRICS
-                .upstream_duration
-                .with_label_values(&[&*c.name])
+            c.metrics
+                .upstream_duration()
                 .observe(t.elapsed().as_secs_f64());
             if status >= 500 {
-                METRICS
-                    .upstream_errors
-                    .with_label_values(&[&*c.name, "status"])
-                    .inc();
+                c.metrics.upstream_error("status");
             }
         }
         let wants_retry = ctx.route().and_then(|r| r.retry.as_ref()).is_some_and(|p| {
@@ -461,7 +461,7 @@ impl ProxyHttp for GatewayProxy {
         if let Some(h) = &ctx.ratelimit_headers {
             h.apply(&mut Headers(resp));
         }
-        resp.insert_header(REQUEST_ID, ctx.request_id.as_str())?;
+        resp.insert_header(REQUEST_ID, ctx.request_id.header())?;
         Ok(())
     }
 
@@ -477,10 +477,7 @@ impl ProxyHttp for GatewayProxy {
             t.end_attempt(None, Some(e.etype().as_str()));
         }
         if let Some(c) = &ctx.cluster {
-            METRICS
-                .upstream_errors
-                .with_label_values(&[&*c.name, respond::upstream_error_kind(&e)])
-                .inc();
+            c.metrics.upstream_error(respond::upstream_error_kind(&e));
             if let Some(i) = ctx.endpoint {
                 health::record_try(c, i, TryResult::ConnectFailure);
             }
@@ -514,10 +511,7 @@ impl ProxyHttp for GatewayProxy {
         let upstream_side = *e.esource() == ErrorSource::Upstream;
         if upstream_side {
             if let Some(c) = &ctx.cluster {
-                METRICS
-                    .upstream_errors
-                    .with_label_values(&[&*c.name, respond::upstream_error_kind(&e)])
-                    .inc();
+                c.metrics.upstream_error(respond::upstream_error_kind(&e));
             }
         }
         // The request may have reached the upstream: replay only idempotent
@@ -603,26 +597,19 @@ impl ProxyHttp for GatewayProxy {
         }
         let elapsed = ctx.start.elapsed();
         let route = ctx.route_name();
-        METRICS
-            .requests
-            .with_label_values(&[
-                &*self.listener,
-                route,
-                ctx.cluster_name(),
-                code_class(status),
-            ])
-            .inc();
-        METRICS
-            .request_duration
-            .with_label_values(&[route])
-            .observe(elapsed.as_secs_f64());
+        let metrics = ctx
+            .route()
+            .map_or(&ctx.runtime.unrouted_metrics, |r| &r.metrics);
+        metrics.request(
+            (self.listener_index, &self.listener),
+            ctx.cluster.as_deref().map(|c| &*c.name),
+            status,
+        );
+        metrics.duration().observe(elapsed.as_secs_f64());
         if let (Some(p), Some(c)) = (ctx.priority(), &ctx.cluster) {
             if p != Priority::Zone {
                 let bytes = session.body_bytes_read() + session.body_bytes_sent();
-                METRICS
-                    .cross_zone_bytes
-                    .with_label_values(&[&*c.name])
-                    .inc_by(bytes as u64);
+                c.metrics.cross_zone_bytes().inc_by(bytes as u64);
             }
         }
         let log = &ctx.runtime.config.telemetry.access_log;
@@ -634,26 +621,30 @@ impl ProxyHttp for GatewayProxy {
             return;
         }
         let req = session.req_header();
-        let line = serde_json::json!({
-            "time": humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
-            "listener": &*self.listener,
-            "route": route,
-            "cluster": ctx.cluster_name(),
-            "endpoint": ctx.endpoint_label(),
-            "method": req.method.as_str(),
-            "path": req.uri.path(),
-            "protocol": if session.is_http2() { "HTTP/2" } else { "HTTP/1.1" },
-            "status": status,
-            "bytes_in": session.body_bytes_read(),
-            "bytes_out": session.body_bytes_sent(),
-            "duration_ms": elapsed.as_secs_f64() * 1000.0,
-            "tries": ctx.tries,
-            "request_id": ctx.request_id,
-            "trace_id": trace_id,
-            "client": ctx.client_ip.map(|ip| ip.to_string()),
-            "error": e.map(|e| e.etype().as_str()),
-        });
-        crate::access_log::write(line.to_string());
+        let line = access_line::AccessLine {
+            time: humantime::format_rfc3339_millis(std::time::SystemTime::now()),
+            listener: &self.listener,
+            route,
+            cluster: ctx.cluster_name(),
+            endpoint: ctx.endpoint_label(),
+            method: req.method.as_str(),
+            path: req.uri.path(),
+            protocol: if session.is_http2() {
+                "HTTP/2"
+            } else {
+                "HTTP/1.1"
+            },
+            status,
+            bytes_in: session.body_bytes_read(),
+            bytes_out: session.body_bytes_sent(),
+            duration_ms: elapsed.as_secs_f64() * 1000.0,
+            tries: ctx.tries,
+            request_id: &ctx.request_id,
+            trace_id,
+            client: ctx.client_ip,
+            error: e.map(|e| e.etype().as_str()),
+        };
+        crate::access_log::append(|buf| line.write_to(buf));
     }
 }
 

@@ -30,10 +30,7 @@ pub(super) async fn enforce(
         limits.evaluate(&keys, store).await
     };
     for o in &decision.outcomes {
-        METRICS
-            .ratelimit_decisions
-            .with_label_values(&[&*route.name, &*o.rule, o.verdict.as_str()])
-            .inc();
+        route.metrics.ratelimit_decision(&o.rule, o.verdict);
     }
     if decision.store_error {
         METRICS.ratelimit_store_errors.inc();

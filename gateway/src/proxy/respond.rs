@@ -30,7 +30,7 @@ pub async fn write(
     body: Bytes,
     extra: &[(http::HeaderName, http::HeaderValue)],
     route: Option<&Route>,
-    request_id: &str,
+    request_id: &super::forwarding::RequestId,
 ) -> pingora::Result<()> {
     let mut resp = ResponseHeader::build(status, Some(4 + extra.len()))?;
     if !extra.iter().any(|(n, _)| n == CONTENT_TYPE) {
@@ -41,7 +41,7 @@ pub async fn write(
     }
     resp.insert_header(CONTENT_LENGTH, body.len().to_string())?;
     if !request_id.is_empty() {
-        resp.insert_header(REQUEST_ID, request_id)?;
+        resp.insert_header(REQUEST_ID, request_id.header())?;
     }
     if let Some(r) = route {
         r.response_headers.apply(&mut Headers(&mut resp));

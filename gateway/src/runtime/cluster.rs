@@ -104,6 +104,8 @@ pub struct Cluster {
     pub budget_ratio: f64,
     /// Budget floor.
     pub min_retry_concurrency: u64,
+    /// Metric handles of this cluster.
+    pub metrics: crate::metrics::handles::ClusterMetrics,
     /// Weighted round-robin schedules: all endpoints, then per priority.
     schedules: [Vec<usize>; PRIORITIES + 1],
     rr_next: [AtomicUsize; PRIORITIES + 1],
@@ -237,8 +239,10 @@ impl Cluster {
             schedule_of(members(Some(Priority::Region))),
             schedule_of(members(Some(Priority::Remote))),
         ];
+        let name: Arc<str> = name.into();
         Cluster {
-            name: name.into(),
+            metrics: crate::metrics::handles::ClusterMetrics::new(name.clone()),
+            name,
             fingerprint,
             schedules,
             rr_next: Default::default(),

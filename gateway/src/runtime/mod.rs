@@ -20,6 +20,8 @@ use bytes::Bytes;
 use filters::headers::CompiledHeaderEdits;
 use regex::Regex;
 
+use crate::metrics::handles::RouteMetrics;
+
 use crate::config::{
     self, Alpn, Config, Diagnostic, Diagnostics, LbPolicy, LoadedConfig, Section, Sources,
     ValueMatch,
@@ -43,6 +45,8 @@ pub struct ListenerSpec {
     pub h2c: bool,
     /// Reverse proxy or egress.
     pub mode: config::ListenerMode,
+    /// Per-connection L4 read buffer, bytes.
+    pub read_buffer_bytes: usize,
 }
 
 /// TLS files of a listener, resolved to paths.
@@ -62,6 +66,8 @@ pub struct ListenerTlsSpec {
 
 /// Everything the request path needs, immutable once built.
 pub struct Runtime {
+    /// Metric handles of requests no route took (404, bad requests).
+    pub unrouted_metrics: RouteMetrics,
     /// Route table.
     pub router: Router,
     /// Clusters by name.
@@ -185,7 +191,8 @@ pub fn compile(loaded: &LoadedConfig, previous: Option<&Runtime>) -> Result<Runt
     let identity = c.identity(cfg);
     let egress = c.egress(cfg);
     let clusters = c.clusters(cfg);
-    let routes = c.routes(cfg, &clusters);
+    let listener_names: Arc<[Arc<str>]> = listeners.iter().map(|l| l.name.clone()).collect();
+    let routes = c.routes(cfg, &clusters, &listener_names);
     let rate_limit_store = c.rate_limit_store(cfg, &routes);
     if !c.errors.is_empty() {
         return Err(Diagnostics(c.errors));
@@ -193,6 +200,7 @@ pub fn compile(loaded: &LoadedConfig, previous: Option<&Runtime>) -> Result<Runt
     let watch_files = watched_files(loaded);
     Ok(Runtime {
         router: Router { routes },
+        unrouted_metrics: RouteMetrics::new("none".into(), listener_names, Vec::new(), 0),
         clusters,
         listeners,
         admin_addr: admin_addr.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9901))),

@@ -79,6 +79,20 @@ pub struct GatewaySettings {
     /// (`gateway run --upgrade`); default `/tmp/gateway-<name>-upgrade.sock`.
     #[serde(default)]
     pub upgrade_sock: Option<String>,
+    /// Let worker threads steal each other's tasks (one multi-threaded
+    /// Tokio runtime per listener, Pingora's `work_stealing`). Default
+    /// `false`: each worker thread runs its own single-threaded runtime
+    /// and a connection stays on the thread that accepted it, as in NGINX,
+    /// HAProxy and Envoy; this is cheaper per request (no cross-thread
+    /// wakes) and balances well when connections are many.
+    #[serde(default)]
+    pub work_stealing: bool,
+    /// Idle upstream connections kept for reuse, per worker thread
+    /// (Pingora's `upstream_keepalive_pool_size`, default 128 there). Keep
+    /// it at least the number of concurrent upstream requests, or busy
+    /// gateways re-dial their upstreams. Default 1024.
+    #[serde(default = "default_upstream_pool_size")]
+    pub upstream_keepalive_pool_size: usize,
 }
 
 impl Default for GatewaySettings {
@@ -89,8 +103,14 @@ impl Default for GatewaySettings {
             threads: None,
             drain_timeout: default_drain_timeout(),
             upgrade_sock: None,
+            work_stealing: false,
+            upstream_keepalive_pool_size: default_upstream_pool_size(),
         }
     }
+}
+
+fn default_upstream_pool_size() -> usize {
+    1024
 }
 
 fn default_gateway_name() -> String {
@@ -156,6 +176,14 @@ pub struct Listener {
     /// for `HTTPS_PROXY`, governed by `egress`).
     #[serde(default)]
     pub mode: ListenerMode,
+    /// Bytes of the per-connection read buffer (Pingora's L4 read buffer,
+    /// 64 KiB there). It is held for the life of every connection, idle
+    /// keep-alive ones included, so it dominates memory per connection.
+    /// Default 4096 on plaintext listeners (a request head fits, and larger
+    /// bodies are read straight into the body buffer) and 16384 on TLS
+    /// listeners (one TLS record per read). 0 turns it off.
+    #[serde(default)]
+    pub read_buffer_bytes: Option<usize>,
 }
 
 /// What a listener does.

@@ -2,6 +2,11 @@
 
 use super::super::*;
 
+/// Default L4 read buffer of a plaintext listener (see `read_buffer_bytes`).
+const DEFAULT_PLAIN_READ_BUFFER: usize = 4096;
+/// Default L4 read buffer of a TLS listener: one full TLS record per read.
+const DEFAULT_TLS_READ_BUFFER: usize = 16 * 1024;
+
 impl Compiler<'_> {
     /// Checks settings outside listeners, clusters and routes.
     pub(in crate::runtime) fn telemetry(&mut self, cfg: &Config) {
@@ -91,12 +96,18 @@ impl Compiler<'_> {
                 }
             });
             if let Some(addr) = addr {
+                let read_buffer_bytes = l.read_buffer_bytes.unwrap_or(if tls.is_some() {
+                    DEFAULT_TLS_READ_BUFFER
+                } else {
+                    DEFAULT_PLAIN_READ_BUFFER
+                });
                 out.push(ListenerSpec {
                     name: l.name.as_str().into(),
                     addr,
                     tls,
                     h2c: l.h2c,
                     mode: l.mode,
+                    read_buffer_bytes,
                 });
                 if l.mode == config::ListenerMode::Egress && cfg.egress.is_none() {
                     self.err(

@@ -152,6 +152,7 @@ impl Compiler<'_> {
         &mut self,
         cfg: &Config,
         clusters: &HashMap<String, Arc<Cluster>>,
+        listener_names: &Arc<[Arc<str>]>,
     ) -> Vec<Route> {
         self.unique_names(
             Section::Routes,
@@ -332,11 +333,22 @@ impl Compiler<'_> {
             };
             let mirrors = self.mirrors(i, r, clusters);
             let identity = self.route_identity(i, r, cfg);
+            let name: Arc<str> = r.name.as_str().into();
+            let route_clusters = match &action {
+                Action::Proxy(b) => b.clusters.iter().map(|(c, _)| c.name.clone()).collect(),
+                Action::Direct(_) => Vec::new(),
+            };
             out.push(Route {
+                metrics: RouteMetrics::new(
+                    name.clone(),
+                    listener_names.clone(),
+                    route_clusters,
+                    r.rate_limit.len(),
+                ),
                 identity,
                 mirrors,
                 rate_limits,
-                name: r.name.as_str().into(),
+                name,
                 matcher,
                 action,
                 prefix_rewrite,
