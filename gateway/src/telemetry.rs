@@ -205,8 +205,11 @@ pub struct RequestTrace {
     state: TraceState,
     /// Span id of the current upstream attempt (what the upstream sees as parent).
     attempt_id: Option<SpanId>,
-    server: Option<opentelemetry_sdk::trace::Span>,
-    attempt: Option<opentelemetry_sdk::trace::Span>,
+    // Boxed: the context of every request holds a `RequestTrace`, and
+    // Pingora keeps room for that context in each connection's task, idle
+    // keep-alive ones included; spans exist only when tracing is on.
+    server: Option<Box<opentelemetry_sdk::trace::Span>>,
+    attempt: Option<Box<opentelemetry_sdk::trace::Span>>,
 }
 
 impl RequestTrace {
@@ -248,7 +251,7 @@ impl RequestTrace {
                 flags: sc.trace_flags(),
                 state,
                 attempt_id: None,
-                server: Some(span),
+                server: Some(Box::new(span)),
                 attempt: None,
             };
         }
@@ -328,7 +331,7 @@ impl RequestTrace {
             ])
             .start_with_context(tracer, &Context::new().with_remote_span_context(parent));
         self.attempt_id = Some(span.span_context().span_id());
-        self.attempt = Some(span);
+        self.attempt = Some(Box::new(span));
     }
 
     /// Ends the current attempt span with its outcome.

@@ -197,3 +197,15 @@ impl Drop for RequestCtx {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// Pingora keeps room for the request context in every connection's
+    /// task, idle keep-alive connections included: what is rare (trace
+    /// spans, tokens) stays behind a box.
+    #[test]
+    fn the_context_stays_small() {
+        let size = std::mem::size_of::<super::RequestCtx>();
+        assert!(size <= 800, "RequestCtx grew to {size} bytes");
+    }
+}
