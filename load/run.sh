@@ -786,23 +786,16 @@ gw_metric() {   # target, prefix [, label]
     | awk -v k="$2" -v l="${3:-}" 'index($0, k) == 1 && index($0, l) {v += $NF} END {printf "%d", v + 0}'
 }
 
-# The reload cell's background loop: every RELOAD_EVERY s, rewrite the
-# config with a new value of a response header (a real change, not
-# `unchanged`) and POST /reload on the admin port, at most N times. The
-# request is written with bash's /dev/tcp: no process per reload on the
-# generator's CPU besides mv and sleep.
+# The reload cell's background driver (loadtool reload, one process, no
+# forks): every RELOAD_EVERY s, at most N times, rewrite the config with a
+# new value of a response header (a real change, not `unchanged`) and POST
+# /reload on the admin port. (A shell loop forking `mv` and `sleep` per
+# reload cost the generator's CPU enough to show up as lost gateway
+# throughput.)
 reload_loop() {   # W N
-  local w=$1 n=$2 i f=$RUN/gateway-reload.yaml
-  for i in $(seq "$n"); do
-    gateway_conf "$w" reload "$i" >"$f.tmp"
-    mv -f "$f.tmp" "$f"
-    if exec 3<>"/dev/tcp/127.0.0.1/$GWR_ADMIN"; then
-      printf 'POST /reload HTTP/1.1\r\nHost: admin\r\nContent-Length: 0\r\nConnection: close\r\n\r\n' >&3
-      read -r -t 5 _ <&3 || true
-      exec 3<&-
-    fi
-    sleep "$RELOAD_EVERY"
-  done
+  local w=$1 n=$2 f=$RUN/gateway-reload.yaml
+  gateway_conf "$w" reload 0 >"$f.tmp" && mv -f "$f.tmp" "$f"
+  exec "$LOADTOOL" reload "127.0.0.1:$GWR_ADMIN" "$f" "$RELOAD_EVERY" "$n"
 }
 
 # run_gen ROUND W SCENARIO TARGET SECS RECORD: runs the generator of SCENARIO

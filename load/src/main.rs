@@ -12,13 +12,14 @@
 mod chart;
 mod hold;
 mod rate;
+mod reload;
 mod report;
 
 use std::process::ExitCode;
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage:\n  loadtool rate ADDR REQ_PER_SEC CONNS SECS WARMUP_SECS [-H 'Name: value']... [--overload]\n  loadtool hold ADDR CONNS MAX_SECS READY_FILE [-H 'Name: value']...\n  loadtool report RESULTS_CSV META_MD OUT_MD OUT_PNG MODE"
+        "usage:\n  loadtool rate ADDR REQ_PER_SEC CONNS SECS WARMUP_SECS [-H 'Name: value']... [--overload]\n  loadtool hold ADDR CONNS MAX_SECS READY_FILE [-H 'Name: value']...\n  loadtool reload ADMIN_ADDR CONFIG_FILE EVERY_SECS N\n  loadtool report RESULTS_CSV META_MD OUT_MD OUT_PNG MODE"
     );
     ExitCode::from(2)
 }
@@ -60,6 +61,12 @@ fn main() -> ExitCode {
                 }
             }
             hold::run(&args[1], n, secs, &args[4], &headers)
+        }
+        Some("reload") if args.len() == 5 => {
+            let (Ok(every), Ok(n)) = (args[3].parse(), args[4].parse()) else {
+                return usage();
+            };
+            reload::run(&args[1], &args[2], every, n)
         }
         Some("report") if args.len() == 6 => {
             report::run(&args[1], &args[2], &args[3], &args[4], &args[5])
