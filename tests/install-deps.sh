@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building and testing the gateway needs on a fresh Debian or
 # Ubuntu machine. Idempotent: installs only what is missing.
-#   - cmake, a C toolchain, pkg-config: Pingora's zlib-ng and aws-lc builds
+#   - cmake, a C toolchain, make, pkg-config: Pingora's zlib-ng and aws-lc
+#     builds, jemalloc (the gateway's allocator)
 #   - curl: the integration tests use it as a real client
 #   - redis-server: fleet rate-limit tests start their own on a loopback port
 #   - python3 with PyJWT and cryptography (Debian's python3-jwt,
@@ -13,6 +14,7 @@ set -euo pipefail
 need=()
 command -v cmake >/dev/null 2>&1 || need+=(cmake)
 command -v cc >/dev/null 2>&1 || need+=(build-essential)
+command -v make >/dev/null 2>&1 || need+=(make)   # jemalloc's build (tikv-jemalloc-sys)
 command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
