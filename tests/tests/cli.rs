@@ -150,6 +150,14 @@ fn broken_files() -> Vec<Broken> {
             marker: "path_prefix: nope",
             mentions: Some("nope"),
         },
+        Broken {
+            kind: "oversized listener read buffer",
+            yaml: vars(
+                "admin: {listen: \"127.0.0.1:${admin}\"}\nlisteners:\n  - name: public\n    listen: \"127.0.0.1:${port}\"\n    read_buffer_bytes: 1000000000000\nroutes:\n  - name: r1\n    direct_response: {status: 200}\n",
+            ),
+            marker: "read_buffer_bytes: 1000000000000",
+            mentions: Some("at most 1048576"),
+        },
     ]
 }
 

@@ -6,6 +6,8 @@ use super::super::*;
 const DEFAULT_PLAIN_READ_BUFFER: usize = 4096;
 /// Default L4 read buffer of a TLS listener: one full TLS record per read.
 const DEFAULT_TLS_READ_BUFFER: usize = 16 * 1024;
+/// Largest accepted `read_buffer_bytes`: every connection holds one.
+const MAX_READ_BUFFER: usize = 1024 * 1024;
 
 impl Compiler<'_> {
     /// Checks settings outside listeners, clusters and routes.
@@ -95,6 +97,16 @@ impl Compiler<'_> {
                     }
                 }
             });
+            if l.read_buffer_bytes.is_some_and(|n| n > MAX_READ_BUFFER) {
+                self.err(
+                    Section::Listeners,
+                    i,
+                    "read_buffer_bytes",
+                    format!(
+                        "read_buffer_bytes must be at most {MAX_READ_BUFFER} (every connection holds one)"
+                    ),
+                );
+            }
             if let Some(addr) = addr {
                 let read_buffer_bytes = l.read_buffer_bytes.unwrap_or(if tls.is_some() {
                     DEFAULT_TLS_READ_BUFFER
