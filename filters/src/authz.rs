@@ -59,7 +59,7 @@ pub struct AuthzConfig {
 }
 
 /// Whether a route needs a JWT.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum JwtRequirement {
     /// A token is verified when present; requests without one go on.
@@ -68,6 +68,7 @@ pub enum JwtRequirement {
     /// Requests without a valid token get 401.
     Required,
 }
+crate::config_enum!(JwtRequirement { Optional = "optional", Required = "required" });
 
 /// One rule: every condition given must hold.
 #[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize, JsonSchema)]

@@ -4,6 +4,7 @@
 //! they are tested without one.
 
 pub mod authz;
+pub mod config_enum;
 pub mod egress;
 pub mod headers;
 pub mod identity;

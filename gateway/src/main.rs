@@ -1,10 +1,12 @@
 //! `gateway`: run, validate, or print the config schema.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
+use gateway::config::LogFormat;
 
 #[derive(Parser)]
 #[command(name = "gateway", version, about = "Ingress/egress gateway on Pingora")]
@@ -17,6 +19,10 @@ struct Cli {
     /// Take over the listening sockets of a running gateway (see `run --upgrade`).
     #[arg(short = 'u', long)]
     upgrade: bool,
+    /// Format of the gateway's own log lines on stderr (default: the
+    /// config's `telemetry.log_format`, else `text`).
+    #[arg(long, value_enum, global = true, value_name = "FORMAT")]
+    log_format: Option<LogFormat>,
 }
 
 #[derive(Subcommand)]
@@ -42,17 +48,28 @@ enum Command {
     Schema,
 }
 
-fn init_logging() {
+/// The gateway's own log (not the access log, which is stdout): `RUST_LOG`
+/// filters it (default `info`). Colour codes only when stderr is a terminal
+/// and `NO_COLOR` is unset, so files, journald and `kubectl logs` get plain
+/// text.
+fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().with_current_span(false).init(),
+        LogFormat::Text => {
+            let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+            builder.with_ansi(colour).init()
+        }
+    }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let log_format = cli.log_format;
     pingora::tls::install_default_crypto_provider();
     let mut upgrade = cli.upgrade;
     let (path, run) = match (cli.command, cli.config) {
@@ -90,7 +107,7 @@ fn main() -> ExitCode {
         );
         return ExitCode::SUCCESS;
     }
-    init_logging();
+    init_logging(log_format.unwrap_or(runtime.config.telemetry.log_format));
     gateway::access_log::init();
     if let Err(e) = gateway::telemetry::init(
         runtime.config.telemetry.tracing.as_ref(),

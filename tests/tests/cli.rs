@@ -151,6 +151,30 @@ fn broken_files() -> Vec<Broken> {
             mentions: Some("nope"),
         },
         Broken {
+            kind: "enum field written as a map names its values",
+            yaml: vars(
+                "admin: {listen: \"127.0.0.1:${admin}\"}\nlisteners:\n  - name: secure\n    listen: \"127.0.0.1:${port}\"\n    tls:\n      cert: gw.pem\n      key: gw.key\n      client_auth: {mode: require}\nroutes:\n  - name: r1\n    direct_response: {status: 200}\n",
+            ),
+            marker: "client_auth: {mode: require}",
+            mentions: Some("expected one of `require`, `optional`"),
+        },
+        Broken {
+            kind: "unknown load-balancer policy names the policies",
+            yaml: vars(
+                "admin: {listen: \"127.0.0.1:${admin}\"}\nlisteners:\n  - {name: public, listen: \"127.0.0.1:${port}\"}\nclusters:\n  - name: app\n    lb: fastest\n    endpoints: [{address: \"127.0.0.1:${p2}\"}]\nroutes:\n  - name: r1\n    cluster: app\n",
+            ),
+            marker: "lb: fastest",
+            mentions: Some("unknown value `fastest`, expected one of `round_robin`, `least_request`, `random`, `consistent_hash`"),
+        },
+        Broken {
+            kind: "unknown retry condition names the conditions",
+            yaml: vars(
+                "admin: {listen: \"127.0.0.1:${admin}\"}\nlisteners:\n  - {name: public, listen: \"127.0.0.1:${port}\"}\nclusters:\n  - name: app\n    endpoints: [{address: \"127.0.0.1:${p2}\"}]\nroutes:\n  - name: r1\n    cluster: app\n    retries:\n      attempts: 2\n      on: [5xx]\n",
+            ),
+            marker: "on: [5xx]",
+            mentions: Some("expected one of `connect-failure`, `reset`, `gateway-error`"),
+        },
+        Broken {
             kind: "oversized listener read buffer",
             yaml: vars(
                 "admin: {listen: \"127.0.0.1:${admin}\"}\nlisteners:\n  - name: public\n    listen: \"127.0.0.1:${port}\"\n    read_buffer_bytes: 1000000000000\nroutes:\n  - name: r1\n    direct_response: {status: 200}\n",
@@ -362,6 +386,80 @@ routes:
     );
     // Gateway::start_with_args already waited for /readyz == 200.
     drop(gw);
+}
+
+/// Starts a gateway with `extra_yaml` appended and `args`, sends it one
+/// request, and returns its stderr lines once it logged something.
+fn log_lines_of(extra_yaml: &str, args: &[&str]) -> Vec<String> {
+    let (admin, port) = (free_port(), free_port());
+    let yaml = tpl(
+        r#"admin: {listen: "127.0.0.1:${admin}"}
+listeners:
+  - {name: public, listen: "127.0.0.1:${port}"}
+routes:
+  - {name: hello, direct_response: {status: 200, body: "hi\n"}}
+"#,
+        &[("admin", &admin), ("port", &port)],
+    ) + extra_yaml;
+    let gw = Gateway::start_with_args(tempfile::tempdir().expect("tempdir"), &yaml, args);
+    let lines: Vec<String> = gw.stderr().lines().map(str::to_string).collect();
+    assert!(!lines.is_empty(), "the gateway logged nothing at start");
+    lines
+}
+
+#[test]
+fn log_lines_have_no_colour_codes_when_stderr_is_not_a_terminal() {
+    let lines = log_lines_of("", &["run"]);
+    for line in &lines {
+        assert!(
+            !line.contains('\u{1b}'),
+            "ANSI escape in a log line: {line:?}"
+        );
+    }
+    assert!(
+        lines.iter().any(|l| l.contains(" INFO ")),
+        "expected plain-text INFO lines: {lines:#?}"
+    );
+}
+
+#[test]
+fn log_format_json_writes_one_object_per_line() {
+    for (how, extra, args) in [
+        (
+            "--log-format json",
+            "",
+            &["run", "--log-format", "json"][..],
+        ),
+        (
+            "telemetry.log_format: json",
+            "telemetry: {log_format: json}\n",
+            &["run"][..],
+        ),
+    ] {
+        let lines = log_lines_of(extra, args);
+        for line in &lines {
+            let v: serde_json::Value = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("{how}: not one JSON object ({e}): {line:?}"));
+            assert!(
+                v["timestamp"].is_string() && v["level"].is_string() && v["fields"].is_object(),
+                "{how}: a log object has timestamp, level and fields: {line}"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_log_format_flag_wins_over_the_config() {
+    let lines = log_lines_of(
+        "telemetry: {log_format: json}\n",
+        &["run", "--log-format", "text"],
+    );
+    assert!(
+        lines
+            .iter()
+            .all(|l| serde_json::from_str::<serde_json::Value>(l).is_err()),
+        "--log-format text should win over the config's json: {lines:#?}"
+    );
 }
 
 #[test]

@@ -98,7 +98,7 @@ pub struct DnsConfig {
 }
 
 /// What a matching rule does.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RuleAction {
     /// Let the request through (unless a `deny` rule also matches).
@@ -107,6 +107,7 @@ pub enum RuleAction {
     /// Refuse the request with 403; wins over every `allow` rule.
     Deny,
 }
+crate::config_enum!(RuleAction { Allow = "allow", Deny = "deny" });
 
 /// One egress rule: every condition given must hold for it to match.
 ///

@@ -22,7 +22,7 @@ pub const MIN_HMAC_SECRET_BYTES: usize = 32;
 
 /// A JWS algorithm (`alg`) that an issuer may use. `none` does not exist here.
 #[allow(clippy::upper_case_acronyms)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize, Serialize, JsonSchema)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, JsonSchema)]
 pub enum JwtAlgorithm {
     /// RSASSA-PKCS1-v1_5 with SHA-256.
     RS256,
@@ -47,6 +47,7 @@ pub enum JwtAlgorithm {
     /// HMAC with SHA-512 (only with `hmac_secret_file`).
     HS512,
 }
+crate::config_enum!(JwtAlgorithm { RS256 = "RS256", RS384 = "RS384", RS512 = "RS512", PS256 = "PS256", PS384 = "PS384", PS512 = "PS512", ES256 = "ES256", EdDSA = "EdDSA", HS256 = "HS256", HS384 = "HS384", HS512 = "HS512" });
 
 impl JwtAlgorithm {
     /// Every algorithm of the RSA family.

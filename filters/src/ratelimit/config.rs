@@ -78,7 +78,7 @@ pub struct RuleConfig {
 }
 
 /// Where a rule's quota is counted.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Deserialize, Serialize, JsonSchema)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Scope {
     /// Per gateway instance, in memory.
@@ -87,9 +87,10 @@ pub enum Scope {
     /// Across the fleet, in Redis.
     Fleet,
 }
+crate::config_enum!(Scope { Local = "local", Fleet = "fleet" });
 
 /// What a fleet rule does when the store fails.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Deserialize, Serialize, JsonSchema)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OnStoreError {
     /// Enforce the rule per instance with a local limiter.
@@ -100,6 +101,7 @@ pub enum OnStoreError {
     /// Reject the request (429, `Retry-After: 1`).
     Deny,
 }
+crate::config_enum!(OnStoreError { Local = "local", Allow = "allow", Deny = "deny" });
 
 impl OnStoreError {
     /// The config spelling.

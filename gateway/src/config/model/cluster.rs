@@ -90,7 +90,7 @@ fn default_panic_threshold() -> f64 {
 }
 
 /// Locality modes.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum LocalityMode {
     /// Same zone first, spill to the region, then to other clusters.
@@ -101,6 +101,7 @@ pub enum LocalityMode {
     /// All endpoints alike.
     None,
 }
+filters::config_enum!(LocalityMode { Failover = "failover", LocalOnly = "local_only", None = "none" });
 
 /// Active health checks.
 #[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
@@ -158,7 +159,7 @@ fn default_unhealthy_threshold() -> u32 {
 }
 
 /// Kinds of active health check.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum HealthCheckKind {
     /// HTTP/1.1 GET, healthy on an expected status.
@@ -167,6 +168,7 @@ pub enum HealthCheckKind {
     /// TCP connect.
     Tcp,
 }
+filters::config_enum!(HealthCheckKind { Http = "http", Tcp = "tcp" });
 
 /// Passive outlier detection (Envoy's names).
 #[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
@@ -253,7 +255,7 @@ pub struct Endpoint {
 }
 
 /// Load-balancing policies.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum LbPolicy {
     /// Weighted round robin (smooth, nginx-style interleaving).
@@ -267,6 +269,7 @@ pub enum LbPolicy {
     /// and only keys of a removed endpoint move.
     ConsistentHash,
 }
+filters::config_enum!(LbPolicy { RoundRobin = "round_robin", LeastRequest = "least_request", Random = "random", ConsistentHash = "consistent_hash" });
 
 /// The key consistent hashing uses: the value of `header` when set and
 /// present on the request, otherwise the client IP address.
@@ -279,7 +282,7 @@ pub struct HashOn {
 }
 
 /// Upstream HTTP protocol.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum UpstreamProtocol {
     /// HTTP/1.1.
@@ -290,6 +293,7 @@ pub enum UpstreamProtocol {
     /// Prefer h2, fall back to HTTP/1.1 (negotiated by ALPN; TLS only).
     Auto,
 }
+filters::config_enum!(UpstreamProtocol { Http1 = "http1", Http2 = "http2", Auto = "auto" });
 
 /// Upstream TLS origination.
 #[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]

@@ -35,7 +35,7 @@ pub struct TokenIssuer {
 }
 
 /// Whether a TLS listener asks for client certificates.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ClientAuth {
     /// Handshakes without a valid client certificate fail.
@@ -44,6 +44,7 @@ pub enum ClientAuth {
     /// is anonymous.
     Optional,
 }
+filters::config_enum!(ClientAuth { Require = "require", Optional = "optional" });
 
 /// How a route passes the caller's identity to its upstream.
 #[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema)]

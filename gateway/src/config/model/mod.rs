@@ -187,7 +187,7 @@ pub struct Listener {
 }
 
 /// What a listener does.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ListenerMode {
     /// Reverse proxy: routes and clusters.
@@ -197,6 +197,7 @@ pub enum ListenerMode {
     /// the `egress` rules.
     Egress,
 }
+filters::config_enum!(ListenerMode { Proxy = "proxy", Egress = "egress" });
 
 fn default_true() -> bool {
     true
@@ -227,7 +228,7 @@ fn default_alpn() -> Vec<Alpn> {
 }
 
 /// An ALPN protocol id.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, JsonSchema)]
 pub enum Alpn {
     /// HTTP/2.
     #[serde(rename = "h2")]
@@ -236,8 +237,57 @@ pub enum Alpn {
     #[serde(rename = "http/1.1")]
     Http11,
 }
+filters::config_enum!(Alpn { H2 = "h2", Http11 = "http/1.1" });
 
 /// Default endpoint and backend weight.
 fn default_weight() -> u32 {
     1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use filters::config_enum::config_names_match_serde;
+
+    /// The spelling tables that give enum errors their accepted values are
+    /// the spellings `Serialize` and the JSON schema use.
+    #[test]
+    fn config_enum_tables_match_serde() {
+        config_names_match_serde(LocalityMode::CONFIG_NAMES).unwrap();
+        config_names_match_serde(HealthCheckKind::CONFIG_NAMES).unwrap();
+        config_names_match_serde(LbPolicy::CONFIG_NAMES).unwrap();
+        config_names_match_serde(UpstreamProtocol::CONFIG_NAMES).unwrap();
+        config_names_match_serde(ClientAuth::CONFIG_NAMES).unwrap();
+        config_names_match_serde(ListenerMode::CONFIG_NAMES).unwrap();
+        config_names_match_serde(Alpn::CONFIG_NAMES).unwrap();
+        config_names_match_serde(RetryCondition::CONFIG_NAMES).unwrap();
+    }
+
+    #[test]
+    fn retry_on_reads_statuses_and_names_and_says_what_it_accepts() {
+        let on: Vec<RetryOn> = serde_yaml::from_str("[503, gateway-error]").unwrap();
+        assert_eq!(
+            on,
+            [
+                RetryOn::Status(503),
+                RetryOn::Named(RetryCondition::GatewayError)
+            ]
+        );
+        let e = serde_yaml::from_str::<Vec<RetryOn>>("[5xx]")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(
+                "unknown value `5xx`, expected one of `connect-failure`, `reset`, `gateway-error`"
+            ),
+            "{e}"
+        );
+        let e = serde_yaml::from_str::<Vec<RetryOn>>("[{on: reset}]")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("a response status or one of `connect-failure`"),
+            "{e}"
+        );
+    }
 }

@@ -225,7 +225,7 @@ fn default_retry_on() -> Vec<RetryOn> {
 }
 
 /// A retry condition: a name or a response status code.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(untagged)]
 pub enum RetryOn {
     /// A response status that triggers a retry (e.g. `503`).
@@ -235,7 +235,7 @@ pub enum RetryOn {
 }
 
 /// Named retry conditions.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum RetryCondition {
     /// The connection to the endpoint could not be established (safe for
@@ -246,4 +246,36 @@ pub enum RetryCondition {
     Reset,
     /// 502, 503 and 504 responses.
     GatewayError,
+}
+filters::config_enum!(RetryCondition { ConnectFailure = "connect-failure", Reset = "reset", GatewayError = "gateway-error" });
+
+/// By hand rather than `untagged`, whose error ("data did not match any
+/// variant") names neither a status nor the condition names.
+impl<'de> Deserialize<'de> for RetryOn {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct RetryOnVisitor;
+        impl serde::de::Visitor<'_> for RetryOnVisitor {
+            type Value = RetryOn;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(
+                    f,
+                    "a response status or {}",
+                    filters::config_enum::one_of(RetryCondition::CONFIG_NAMES)
+                )
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<RetryOn, E> {
+                // The range is checked with the route, positioned at `on[i]`.
+                u16::try_from(v)
+                    .map(RetryOn::Status)
+                    .map_err(|_| E::invalid_value(serde::de::Unexpected::Unsigned(v), &self))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<RetryOn, E> {
+                Err(E::invalid_value(serde::de::Unexpected::Signed(v), &self))
+            }
+            fn visit_str<E: serde::de::Error>(self, word: &str) -> Result<RetryOn, E> {
+                filters::config_enum::parse(word, RetryCondition::CONFIG_NAMES).map(RetryOn::Named)
+            }
+        }
+        d.deserialize_any(RetryOnVisitor)
+    }
 }

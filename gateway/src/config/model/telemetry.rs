@@ -16,7 +16,26 @@ pub struct Telemetry {
     /// either way). Changes apply at restart.
     #[serde(default)]
     pub tracing: Option<TracingConfig>,
+    /// How the gateway's own log lines (stderr) are written: `text` for
+    /// people, `json` for one JSON object per line (log shippers). The
+    /// command line's `--log-format` wins over this. Changes apply at
+    /// restart.
+    #[serde(default)]
+    pub log_format: LogFormat,
 }
+
+/// The format of the gateway's own log lines on stderr.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, JsonSchema, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// `2026-12-01T10:00:00Z  INFO gateway::server: message key=value`;
+    /// coloured only when stderr is a terminal (and `NO_COLOR` is unset).
+    #[default]
+    Text,
+    /// One JSON object per line: `timestamp`, `level`, `target`, `fields`.
+    Json,
+}
+filters::config_enum!(LogFormat { Text = "text", Json = "json" });
 
 /// OpenTelemetry span export over OTLP/HTTP (protobuf).
 #[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
