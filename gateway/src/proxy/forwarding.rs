@@ -1,6 +1,7 @@
 //! Proxy hygiene (RFC 9110 §7.6): forwarding headers, request ids and
 //! hop-by-hop fields. Pingora already strips hop-by-hop *request* fields
-//! (its default `HttpUpstreamRequestPolicy`); responses are cleaned here.
+//! (its default `HttpUpstreamRequestPolicy`); responses are cleaned here
+//! with the shared list of [`crate::hop_by_hop`].
 
 use filters::headers::HeaderSink;
 use http::{HeaderName, HeaderValue};
@@ -12,12 +13,17 @@ const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
-/// Response fields that only describe the upstream connection.
-const HOP_BY_HOP_RESPONSE: [HeaderName; 4] = [
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    http::header::TE,
-    http::header::TRAILER,
+/// Hop-by-hop fields a response to the client keeps: Pingora rewrites
+/// `Connection` and the framing (`Transfer-Encoding`) for the client itself.
+const KEPT_IN_RESPONSE: [HeaderName; 2] =
+    [http::header::CONNECTION, http::header::TRANSFER_ENCODING];
+/// A `101 Switching Protocols` also keeps `Upgrade`: the client needs it to
+/// complete the handshake (RFC 9110 §7.8), and Pingora passes 1xx headers
+/// through untouched.
+const KEPT_IN_UPGRADE: [HeaderName; 3] = [
+    http::header::CONNECTION,
+    http::header::TRANSFER_ENCODING,
+    http::header::UPGRADE,
 ];
 
 /// A request id: kept as the header value it is sent as, so the request,
@@ -118,34 +124,17 @@ pub fn set_forwarded(
     }
 }
 
-/// Removes hop-by-hop fields from an upstream response, including those the
-/// upstream nominated in its `Connection` header. `Connection` itself and
-/// framing are left to Pingora, which rewrites them for the client.
+/// Removes hop-by-hop fields ([`crate::hop_by_hop`]) from an upstream
+/// response, including those the upstream nominated in its `Connection`
+/// header. `Connection` itself and framing are left to Pingora, which
+/// rewrites them for the client.
 pub fn strip_hop_by_hop_response(resp: &mut ResponseHeader) {
-    if resp.headers.contains_key(http::header::CONNECTION) {
-        strip_nominated(resp);
-    }
-    for n in &HOP_BY_HOP_RESPONSE {
-        if resp.headers.contains_key(n) {
-            resp.remove_header(n);
-        }
-    }
-}
-
-/// Removes the fields a response's `Connection` header names.
-fn strip_nominated(resp: &mut ResponseHeader) {
-    let nominated: Vec<HeaderName> = resp
-        .headers
-        .get_all(http::header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .filter(|n| n != http::header::TRANSFER_ENCODING && n != http::header::CONTENT_LENGTH)
-        .collect();
-    for n in nominated {
-        resp.remove_header(&n);
-    }
+    let keep: &[HeaderName] = if resp.status == http::StatusCode::SWITCHING_PROTOCOLS {
+        &KEPT_IN_UPGRADE
+    } else {
+        &KEPT_IN_RESPONSE
+    };
+    crate::hop_by_hop::strip(resp, keep);
 }
 
 /// Adapter that lets the filters' header edits work on Pingora's header
@@ -241,5 +230,20 @@ mod tests {
         assert!(resp.headers.get("x-secret").is_none());
         assert!(resp.headers.get("keep-alive").is_none());
         assert_eq!(resp.headers["x-kept"], "1");
+        assert!(resp.headers.get("connection").is_some(), "left to Pingora");
+    }
+
+    #[test]
+    fn a_switching_protocols_answer_keeps_its_upgrade() {
+        let mut resp = ResponseHeader::build(101, None).unwrap();
+        resp.insert_header("connection", "upgrade").unwrap();
+        resp.insert_header("upgrade", "websocket").unwrap();
+        strip_hop_by_hop_response(&mut resp);
+        assert_eq!(resp.headers["upgrade"], "websocket");
+        assert_eq!(resp.headers["connection"], "upgrade");
+        let mut resp = ResponseHeader::build(200, None).unwrap();
+        resp.insert_header("upgrade", "h2c").unwrap();
+        strip_hop_by_hop_response(&mut resp);
+        assert!(resp.headers.get("upgrade").is_none());
     }
 }

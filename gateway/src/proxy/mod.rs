@@ -8,7 +8,7 @@ mod access_line;
 pub mod ctx;
 pub mod forwarding;
 mod identity;
-mod mirroring;
+mod mirror;
 mod ratelimit;
 pub mod respond;
 
@@ -234,7 +234,7 @@ impl ProxyHttp for GatewayProxy {
                 ctx.set_cluster(cluster.clone());
                 ctx.deadline = route.timeout.map(|t| ctx.start + t);
                 if !route.mirrors.is_empty() {
-                    mirroring::start_copies(session, ctx, route);
+                    mirror::start_copies(session, ctx, route);
                 }
                 Ok(false)
             }
