@@ -6,17 +6,17 @@
 //! shadow's answer is read and discarded — or, in compare mode, its status
 //! class and body digest are compared with the primary's.
 //!
-//! - [`target`]: a route's compiled mirror target ([`MirrorTarget`]).
-//! - [`handle`]: the request path's end of a copy: [`start`] samples and
+//! - `target.rs`: a route's compiled mirror target ([`MirrorTarget`]).
+//! - `handle.rs`: the request path's end of a copy: [`start`] samples and
 //!   spawns it, [`MirrorHandle`] tees the body and hands over the
 //!   [`PrimaryOutcome`].
-//! - [`copy`]: the copy's request header (hop-by-hop fields dropped, host
+//! - `copy.rs`: the copy's request header (hop-by-hop fields dropped, host
 //!   `-shadow`, `x-gateway-mirror: true`).
-//! - [`task`]: the spawned task that sends the copy, reads the answer and
+//! - `task.rs`: the spawned task that sends the copy, reads the answer and
 //!   compares it.
-//! - [`digest`]: the chunking-independent [`BodyDigest`] of compare mode.
-//! - [`connector`]: the shared Pingora client of every copy.
-//! - [`log_limit`]: at most a few mismatch log lines per second.
+//! - `digest.rs`: the chunking-independent [`BodyDigest`] of compare mode.
+//! - `connector.rs`: the shared Pingora client of every copy.
+//! - `log_limit.rs`: at most a few mismatch log lines per second.
 //!
 //! Sampling is plain policy data in [`filters::mirror`]; the proxy step
 //! that starts the copies of a route is `crate::proxy::mirror`.

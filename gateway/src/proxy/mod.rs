@@ -8,18 +8,18 @@
 //! one module per concern, and a step a route does not configure is
 //! skipped without work.
 //!
-//! - [`forwarding`]: what is noted of a request as it arrives, path
-//!   normalisation, forwarding headers, route rewrites, hop-by-hop fields
-//!   of the response, the timeouts of one try.
-//! - [`identity`], [`ratelimit`]: the route's authentication and
+//! - `forwarding.rs`: what is noted of a request as it arrives, path
+//!   normalisation, forwarding headers, route rewrites, the response's
+//!   hop-by-hop fields, the timeouts of one try.
+//! - `identity.rs`, `ratelimit.rs`: the route's authentication and
 //!   authorization, and its rate limits (`request_filter`).
-//! - [`mirror`]: starting the route's mirror copies ([`crate::mirror`]).
-//! - [`upstream`]: the cluster of a proxied route, then each try: the
+//! - `mirror.rs`: starting the route's mirror copies ([`crate::mirror`]).
+//! - `upstream.rs`: the cluster of a proxied route, then each try: the
 //!   endpoint, and how the try went (health, breaker, metrics, spans).
-//! - [`retry`]: whether a failed try is tried again (pure decisions).
-//! - [`respond`]: responses the gateway writes itself.
-//! - [`logging`] and [`access_line`]: the last step of every request.
-//! - [`ctx`]: the per-request state the hooks share.
+//! - `retry.rs`: whether a failed try is tried again (pure decisions).
+//! - `respond.rs`: responses the gateway writes itself.
+//! - `logging.rs` and `access_line.rs`: the last step of every request.
+//! - `ctx.rs`: the per-request state the hooks share.
 
 mod access_line;
 pub mod ctx;
