@@ -34,9 +34,17 @@ pub fn is_hop_by_hop(name: &HeaderName) -> bool {
     FIELDS.contains(name)
 }
 
-/// The tokens of the `Connection` header(s) of `headers`, without the
-/// framing fields (`Content-Length`, `Transfer-Encoding`): the message is
-/// framed by them, and a sender cannot make a proxy drop them.
+/// Fields a `Connection` header cannot make a proxy drop: the message is
+/// framed (`Content-Length`, `Transfer-Encoding`) and addressed (`Host`,
+/// which egress sets to the checked destination) by them.
+const NEVER_NOMINATED: [HeaderName; 3] = [
+    header::CONTENT_LENGTH,
+    header::TRANSFER_ENCODING,
+    header::HOST,
+];
+
+/// The tokens of the `Connection` header(s) of `headers`, without
+/// [`NEVER_NOMINATED`].
 fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
     headers
         .get_all(header::CONNECTION)
@@ -45,19 +53,20 @@ fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
         .flat_map(|v| v.split(','))
         .map(str::trim)
         .filter(|t| {
-            !t.eq_ignore_ascii_case(header::TRANSFER_ENCODING.as_str())
-                && !t.eq_ignore_ascii_case(header::CONTENT_LENGTH.as_str())
+            !NEVER_NOMINATED
+                .iter()
+                .any(|n| t.eq_ignore_ascii_case(n.as_str()))
         })
 }
 
-/// The fields the `Connection` header(s) of `headers` name (framing
-/// fields excepted).
+/// The fields the `Connection` header(s) of `headers` name
+/// ([`NEVER_NOMINATED`] excepted).
 pub fn nominated(headers: &HeaderMap) -> impl Iterator<Item = HeaderName> + '_ {
     connection_tokens(headers).filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
 }
 
-/// Whether the `Connection` header(s) of `headers` name `field` (framing
-/// fields excepted). Allocates nothing.
+/// Whether the `Connection` header(s) of `headers` name `field`
+/// ([`NEVER_NOMINATED`] excepted). Allocates nothing.
 pub fn is_nominated(headers: &HeaderMap, field: &HeaderName) -> bool {
     connection_tokens(headers).any(|t| t.eq_ignore_ascii_case(field.as_str()))
 }
@@ -146,6 +155,7 @@ mod tests {
         assert_eq!(names, ["x-a", "keep-alive", "x-b"]);
         assert!(is_nominated(&h, &HeaderName::from_static("x-b")));
         assert!(!is_nominated(&h, &header::CONTENT_LENGTH));
+        assert!(!is_nominated(&h, &header::HOST));
         assert!(!is_nominated(
             &HeaderMap::new(),
             &HeaderName::from_static("x-a")

@@ -29,7 +29,7 @@ mod logging;
 mod mirror;
 mod ratelimit;
 pub mod respond;
-pub mod retry;
+mod retry;
 mod upstream;
 
 use std::sync::Arc;
