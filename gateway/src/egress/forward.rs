@@ -14,18 +14,16 @@ use pingora::utils::tls::WrappedX509;
 /// Shared upstream connection pool of the egress listeners.
 static CONNECTOR: LazyLock<Connector> = LazyLock::new(|| Connector::new(None));
 
-/// Headers that describe the hop to the proxy, never forwarded.
-const HOP_HEADERS: [&str; 8] = [
-    "connection",
-    "proxy-connection",
-    "proxy-authorization",
-    "proxy-authenticate",
-    "keep-alive",
-    "te",
-    "upgrade",
-    // The body is read before the answer; a 100-continue wait only stalls.
-    "expect",
-];
+/// Hop-by-hop fields ([`crate::hop_by_hop`]) egress forwards anyway: the
+/// framing, by which Pingora's sessions read and write the body.
+const KEPT: [http::HeaderName; 1] = [http::header::TRANSFER_ENCODING];
+
+/// Drops what describes the hop to the proxy, and `Expect`: the body is
+/// read before the answer; a 100-continue wait only stalls.
+fn strip_hop_headers(msg: &mut impl crate::hop_by_hop::Fields) {
+    crate::hop_by_hop::strip(msg, &KEPT);
+    msg.remove(&http::header::EXPECT);
+}
 
 /// How a forwarded request went.
 #[derive(Debug, Default)]
@@ -70,9 +68,7 @@ pub async fn forward(
         format!("{host}:{}", addr.port())
     };
     let _ = up.insert_header(http::header::HOST, host_value);
-    for h in HOP_HEADERS {
-        up.remove_header(h);
-    }
+    strip_hop_headers(&mut up);
 
     let mut peer = HttpPeer::new(addr, tls, host.to_string());
     let o = &mut peer.options;
@@ -158,9 +154,7 @@ pub async fn forward(
         return out;
     };
     let mut resp = resp.clone();
-    for h in HOP_HEADERS {
-        resp.remove_header(h);
-    }
+    strip_hop_headers(&mut resp);
     out.status = status;
     if session.write_response_header(Box::new(resp)).await.is_err() {
         failed(&mut out, "client_write");

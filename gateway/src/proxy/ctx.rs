@@ -97,6 +97,21 @@ impl RequestCtx {
         }
     }
 
+    /// Counts the request in `gateway_active_requests` (`Drop` uncounts it).
+    pub fn count_active(&mut self) {
+        METRICS.active_requests.inc();
+        self.counted = true;
+    }
+
+    /// Records the matched route (index `idx` of the router) and names the
+    /// request's span after it.
+    pub fn enter_route(&mut self, idx: usize, route: &Route, method: &str, https: bool) {
+        self.route = Some(idx);
+        if let Some(t) = self.trace.as_mut() {
+            t.set_route(method, &route.name, https, self.client_ip);
+        }
+    }
+
     /// The matched route.
     pub fn route(&self) -> Option<&Route> {
         self.route.and_then(|i| self.runtime.router.routes.get(i))

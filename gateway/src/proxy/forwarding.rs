@@ -1,10 +1,20 @@
 //! Proxy hygiene (RFC 9110 §7.6): forwarding headers, request ids and
-//! hop-by-hop fields. Pingora already strips hop-by-hop *request* fields
-//! (its default `HttpUpstreamRequestPolicy`); responses are cleaned here.
+//! hop-by-hop fields; the route's rewrites of the upstream request and the
+//! timeouts of one upstream try. Pingora already strips hop-by-hop *request* fields
+//! (its default `HttpUpstreamRequestPolicy`); responses are cleaned here
+//! with the shared list of [`crate::hop_by_hop`].
+
+use std::time::{Duration, Instant};
 
 use filters::headers::HeaderSink;
 use http::{HeaderName, HeaderValue};
 use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::proxy::Session;
+use pingora::upstreams::peer::PeerOptions;
+use pingora::{Error, ErrorType};
+
+use super::ctx::RequestCtx;
+use crate::runtime::route::Route;
 
 /// Header carrying the request id.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -12,12 +22,17 @@ const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
-/// Response fields that only describe the upstream connection.
-const HOP_BY_HOP_RESPONSE: [HeaderName; 4] = [
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    http::header::TE,
-    http::header::TRAILER,
+/// Hop-by-hop fields a response to the client keeps: Pingora rewrites
+/// `Connection` and the framing (`Transfer-Encoding`) for the client itself.
+const KEPT_IN_RESPONSE: [HeaderName; 2] =
+    [http::header::CONNECTION, http::header::TRANSFER_ENCODING];
+/// A `101 Switching Protocols` also keeps `Upgrade`: the client needs it to
+/// complete the handshake (RFC 9110 §7.8), and Pingora passes 1xx headers
+/// through untouched.
+const KEPT_IN_UPGRADE: [HeaderName; 3] = [
+    http::header::CONNECTION,
+    http::header::TRANSFER_ENCODING,
+    http::header::UPGRADE,
 ];
 
 /// A request id: kept as the header value it is sent as, so the request,
@@ -44,6 +59,26 @@ impl std::ops::Deref for RequestId {
         // Only visible ASCII gets in (see `request_id`).
         self.0.to_str().unwrap_or("")
     }
+}
+
+/// What the gateway notes of a request as it arrives: the client address,
+/// the request id (also put on the request, for the upstream), the trace
+/// context and the client's `Host` (for `X-Forwarded-Host`).
+pub fn take_in(session: &mut Session, ctx: &mut RequestCtx) -> pingora::Result<()> {
+    ctx.client_ip = session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip());
+    ctx.request_id = request_id(session.req_header());
+    ctx.trace = Some(crate::telemetry::RequestTrace::start(session.req_header()));
+    let req = session.req_header_mut();
+    req.insert_header(REQUEST_ID, ctx.request_id.header())?;
+    ctx.original_host = req.headers.get(http::header::HOST).cloned().or_else(|| {
+        req.uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    });
+    Ok(())
 }
 
 /// Keeps a client's `x-request-id` when it is sane (visible ASCII, at most
@@ -118,34 +153,17 @@ pub fn set_forwarded(
     }
 }
 
-/// Removes hop-by-hop fields from an upstream response, including those the
-/// upstream nominated in its `Connection` header. `Connection` itself and
-/// framing are left to Pingora, which rewrites them for the client.
+/// Removes hop-by-hop fields ([`crate::hop_by_hop`]) from an upstream
+/// response, including those the upstream nominated in its `Connection`
+/// header. `Connection` itself and framing are left to Pingora, which
+/// rewrites them for the client.
 pub fn strip_hop_by_hop_response(resp: &mut ResponseHeader) {
-    if resp.headers.contains_key(http::header::CONNECTION) {
-        strip_nominated(resp);
-    }
-    for n in &HOP_BY_HOP_RESPONSE {
-        if resp.headers.contains_key(n) {
-            resp.remove_header(n);
-        }
-    }
-}
-
-/// Removes the fields a response's `Connection` header names.
-fn strip_nominated(resp: &mut ResponseHeader) {
-    let nominated: Vec<HeaderName> = resp
-        .headers
-        .get_all(http::header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .filter(|n| n != http::header::TRANSFER_ENCODING && n != http::header::CONTENT_LENGTH)
-        .collect();
-    for n in nominated {
-        resp.remove_header(&n);
-    }
+    let keep: &[HeaderName] = if resp.status == http::StatusCode::SWITCHING_PROTOCOLS {
+        &KEPT_IN_UPGRADE
+    } else {
+        &KEPT_IN_RESPONSE
+    };
+    crate::hop_by_hop::strip(resp, keep);
 }
 
 /// Adapter that lets the filters' header edits work on Pingora's header
@@ -189,6 +207,78 @@ pub fn normalize_path(req: &mut RequestHeader) -> Result<(), filters::path::Path
     if let Ok(uri) = http::Uri::from_parts(parts) {
         req.set_uri(uri);
     }
+    Ok(())
+}
+
+/// The route's rewrites of the upstream request: path prefix and `Host`.
+pub fn rewrite(req: &mut RequestHeader, route: &Route) -> pingora::Result<()> {
+    if let Some((from, to)) = &route.prefix_rewrite {
+        rewrite_prefix(req, from, to)?;
+    }
+    if let Some(h) = &route.host_rewrite {
+        req.insert_header(http::header::HOST, h.clone())?;
+    }
+    Ok(())
+}
+
+/// Replaces the matched prefix of the path, keeping the query.
+fn rewrite_prefix(req: &mut RequestHeader, from: &str, to: &str) -> pingora::Result<()> {
+    let Some(rest) = req.uri.path().strip_prefix(from) else {
+        return Ok(());
+    };
+    let mut path = String::with_capacity(to.len() + rest.len() + 1);
+    path.push_str(to);
+    if to.ends_with('/') && rest.starts_with('/') {
+        path.push_str(&rest[1..]);
+    } else {
+        path.push_str(rest);
+    }
+    if path.is_empty() {
+        path.push('/');
+    }
+    if let Some(q) = req.uri.query() {
+        path.push('?');
+        path.push_str(q);
+    }
+    let uri = http::Uri::try_from(path).map_err(|e| {
+        Error::because(
+            ErrorType::InternalError,
+            "path rewrite produced an invalid URI",
+            e,
+        )
+    })?;
+    req.set_uri(uri);
+    Ok(())
+}
+
+/// The timeouts of one upstream try started at `now`: the cluster's read
+/// timeout, shortened to the route's per-try timeout and to what is left
+/// of the route's deadline, which bounds connecting too. A deadline that
+/// has passed fails the try with 504 before it starts.
+pub fn set_try_timeouts(
+    o: &mut PeerOptions,
+    cluster_read: Duration,
+    per_try: Option<Duration>,
+    deadline: Option<Instant>,
+    now: Instant,
+) -> pingora::Result<()> {
+    let mut read_timeout = cluster_read;
+    if let Some(t) = per_try {
+        read_timeout = read_timeout.min(t);
+    }
+    if let Some(deadline) = deadline {
+        let left = deadline.saturating_duration_since(now);
+        if left.is_zero() {
+            return Error::e_explain(
+                ErrorType::HTTPStatus(504),
+                "route timeout passed before a try",
+            );
+        }
+        read_timeout = read_timeout.min(left);
+        o.connection_timeout = o.connection_timeout.map(|c| c.min(left));
+        o.total_connection_timeout = o.total_connection_timeout.map(|c| c.min(left));
+    }
+    o.read_timeout = Some(read_timeout);
     Ok(())
 }
 
@@ -241,5 +331,79 @@ mod tests {
         assert!(resp.headers.get("x-secret").is_none());
         assert!(resp.headers.get("keep-alive").is_none());
         assert_eq!(resp.headers["x-kept"], "1");
+        assert!(resp.headers.get("connection").is_some(), "left to Pingora");
+    }
+
+    #[test]
+    fn a_switching_protocols_answer_keeps_its_upgrade() {
+        let mut resp = ResponseHeader::build(101, None).unwrap();
+        resp.insert_header("connection", "upgrade").unwrap();
+        resp.insert_header("upgrade", "websocket").unwrap();
+        strip_hop_by_hop_response(&mut resp);
+        assert_eq!(resp.headers["upgrade"], "websocket");
+        assert_eq!(resp.headers["connection"], "upgrade");
+        let mut resp = ResponseHeader::build(200, None).unwrap();
+        resp.insert_header("upgrade", "h2c").unwrap();
+        strip_hop_by_hop_response(&mut resp);
+        assert!(resp.headers.get("upgrade").is_none());
+    }
+
+    #[test]
+    fn prefix_rewrite_keeps_the_rest_and_the_query() {
+        let mut req = RequestHeader::build("GET", b"/api/users?x=1", None).unwrap();
+        rewrite_prefix(&mut req, "/api", "/v2").unwrap();
+        assert_eq!(req.uri.to_string(), "/v2/users?x=1");
+        let mut req = RequestHeader::build("GET", b"/api/users", None).unwrap();
+        rewrite_prefix(&mut req, "/api/", "/").unwrap();
+        assert_eq!(req.uri.path(), "/users");
+        let mut req = RequestHeader::build("GET", b"/api", None).unwrap();
+        rewrite_prefix(&mut req, "/api", "").unwrap();
+        assert_eq!(req.uri.path(), "/");
+    }
+
+    fn options(connect: Option<Duration>) -> PeerOptions {
+        let mut o = PeerOptions::new();
+        o.connection_timeout = connect;
+        o.total_connection_timeout = connect;
+        o
+    }
+
+    #[test]
+    fn a_try_reads_for_the_shortest_of_cluster_per_try_and_what_is_left() {
+        let s = Duration::from_secs;
+        let now = Instant::now();
+        let mut o = options(Some(s(5)));
+        set_try_timeouts(&mut o, s(30), None, None, now).unwrap();
+        assert_eq!(o.read_timeout, Some(s(30)));
+        assert_eq!(
+            o.connection_timeout,
+            Some(s(5)),
+            "no deadline: connect untouched"
+        );
+
+        let mut o = options(Some(s(5)));
+        set_try_timeouts(&mut o, s(30), Some(s(2)), Some(now + s(10)), now).unwrap();
+        assert_eq!(o.read_timeout, Some(s(2)));
+        assert_eq!(o.connection_timeout, Some(s(5)));
+
+        let mut o = options(Some(s(5)));
+        set_try_timeouts(&mut o, s(30), Some(s(2)), Some(now + s(1)), now).unwrap();
+        assert_eq!(o.read_timeout, Some(s(1)));
+        assert_eq!(o.connection_timeout, Some(s(1)));
+        assert_eq!(o.total_connection_timeout, Some(s(1)));
+
+        let mut o = options(None);
+        set_try_timeouts(&mut o, s(30), None, Some(now + s(1)), now).unwrap();
+        assert_eq!(o.connection_timeout, None, "unset stays unset");
+    }
+
+    #[test]
+    fn a_passed_deadline_fails_the_try_with_504() {
+        let now = Instant::now();
+        let mut o = options(None);
+        let e =
+            set_try_timeouts(&mut o, Duration::from_secs(30), None, Some(now), now).unwrap_err();
+        assert_eq!(*e.etype(), ErrorType::HTTPStatus(504));
+        assert_eq!(o.read_timeout, None);
     }
 }

@@ -3,31 +3,45 @@
 //! one [`crate::Gateway`]; every request takes one runtime snapshot in
 //! `new_ctx` and uses it to the end, so a reload never changes a request
 //! halfway.
+//!
+//! This file is the hook table: each hook is a short sequence of steps,
+//! one module per concern, and a step a route does not configure is
+//! skipped without work.
+//!
+//! - `forwarding.rs`: what is noted of a request as it arrives, path
+//!   normalisation, forwarding headers, route rewrites, the response's
+//!   hop-by-hop fields, the timeouts of one try.
+//! - `identity.rs`, `ratelimit.rs`: the route's authentication and
+//!   authorization, and its rate limits (`request_filter`).
+//! - `mirror.rs`: starting the route's mirror copies ([`crate::mirror`]).
+//! - `upstream.rs`: the cluster of a proxied route, then each try: the
+//!   endpoint, and how the try went (health, breaker, metrics, spans).
+//! - `retry.rs`: whether a failed try is tried again (pure decisions).
+//! - `respond.rs`: responses the gateway writes itself.
+//! - `logging.rs` and `access_line.rs`: the last step of every request.
+//! - `ctx.rs`: the per-request state the hooks share.
 
 mod access_line;
 pub mod ctx;
 pub mod forwarding;
 mod identity;
-mod mirroring;
+mod logging;
+mod mirror;
 mod ratelimit;
 pub mod respond;
+mod retry;
+mod upstream;
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use http::Method;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
-use pingora::{Error, ErrorSource, ErrorType, RetryType};
+use pingora::Error;
 
-use crate::config::LbPolicy;
-use crate::metrics::METRICS;
-use crate::runtime::cluster::hash_key;
-use crate::runtime::health::{self, TryResult};
-use crate::runtime::locality::Priority;
 use crate::runtime::route::Action;
 use crate::Gateway;
 use ctx::RequestCtx;
@@ -56,45 +70,6 @@ impl GatewayProxy {
     }
 }
 
-/// Methods that can be replayed once the request has reached the upstream
-/// (RFC 9110 §9.2.2).
-fn idempotent(m: &Method) -> bool {
-    matches!(
-        *m,
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
-    )
-}
-
-/// Replaces the matched prefix of the path, keeping the query.
-fn rewrite_prefix(req: &mut RequestHeader, from: &str, to: &str) -> pingora::Result<()> {
-    let Some(rest) = req.uri.path().strip_prefix(from) else {
-        return Ok(());
-    };
-    let mut path = String::with_capacity(to.len() + rest.len() + 1);
-    path.push_str(to);
-    if to.ends_with('/') && rest.starts_with('/') {
-        path.push_str(&rest[1..]);
-    } else {
-        path.push_str(rest);
-    }
-    if path.is_empty() {
-        path.push('/');
-    }
-    if let Some(q) = req.uri.query() {
-        path.push('?');
-        path.push_str(q);
-    }
-    let uri = http::Uri::try_from(path).map_err(|e| {
-        Error::because(
-            ErrorType::InternalError,
-            "path rewrite produced an invalid URI",
-            e,
-        )
-    })?;
-    req.set_uri(uri);
-    Ok(())
-}
-
 #[async_trait]
 impl ProxyHttp for GatewayProxy {
     type CTX = RequestCtx;
@@ -113,8 +88,7 @@ impl ProxyHttp for GatewayProxy {
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> pingora::Result<bool> {
-        METRICS.active_requests.inc();
-        ctx.counted = true;
+        ctx.count_active();
         if self
             .gateway
             .draining
@@ -122,121 +96,32 @@ impl ProxyHttp for GatewayProxy {
         {
             session.set_keepalive(None);
         }
-        ctx.client_ip = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip());
-        ctx.request_id = forwarding::request_id(session.req_header());
-        ctx.trace = Some(crate::telemetry::RequestTrace::start(session.req_header()));
-        let req = session.req_header_mut();
-        req.insert_header(REQUEST_ID, ctx.request_id.header())?;
-        identity::strip(req);
-        ctx.original_host = req.headers.get(http::header::HOST).cloned().or_else(|| {
-            req.uri
-                .authority()
-                .and_then(|a| http::HeaderValue::from_str(a.as_str()).ok())
-        });
-
+        forwarding::take_in(session, ctx)?;
+        identity::strip(session.req_header_mut());
         if let Err(e) = forwarding::normalize_path(session.req_header_mut()) {
             let body = Bytes::from(format!("bad request: {e}\n"));
-            respond::write(session, 400, body, &[], None, &ctx.request_id).await?;
-            return Ok(true);
+            return respond::early(session, 400, body, &ctx.request_id).await;
         }
         let runtime = ctx.runtime.clone();
         let Some(idx) = runtime.router.find(session.req_header()) else {
-            respond::write(
-                session,
-                404,
-                Bytes::from_static(b"no route matched\n"),
-                &[],
-                None,
-                &ctx.request_id,
-            )
-            .await?;
-            return Ok(true);
+            let body = Bytes::from_static(b"no route matched\n");
+            return respond::early(session, 404, body, &ctx.request_id).await;
         };
-        ctx.route = Some(idx);
         let route = &runtime.router.routes[idx];
-        if let Some(t) = ctx.trace.as_mut() {
-            t.set_route(
-                session.req_header().method.as_str(),
-                &route.name,
-                self.https,
-                ctx.client_ip,
-            );
-        }
+        ctx.enter_route(idx, route, session.req_header().method.as_str(), self.https);
         if identity::enforce(session, ctx, route).await? {
             return Ok(true);
         }
         if let Some(limits) = &route.rate_limits {
-            if ratelimit::enforce(
-                session,
-                ctx,
-                route,
-                limits,
-                runtime.rate_limit_store.as_deref(),
-            )
-            .await?
-            {
+            let store = runtime.rate_limit_store.as_deref();
+            if ratelimit::enforce(session, ctx, route, limits, store).await? {
                 return Ok(true);
             }
         }
         match &route.action {
-            Action::Direct(d) => {
-                let limit_headers = ctx.ratelimit_headers.as_ref().map(|h| h.pairs());
-                let headers: std::borrow::Cow<'_, [_]> = match limit_headers {
-                    Some(extra) => d
-                        .headers
-                        .iter()
-                        .cloned()
-                        .chain(extra)
-                        .collect::<Vec<_>>()
-                        .into(),
-                    None => (&d.headers[..]).into(),
-                };
-                respond::write(
-                    session,
-                    d.status,
-                    d.body.clone(),
-                    &headers,
-                    Some(route),
-                    &ctx.request_id,
-                )
-                .await?;
-                Ok(true)
-            }
+            Action::Direct(d) => respond::direct(session, ctx, route, d).await,
             Action::Proxy(backends) => {
-                let Some(cluster) = backends.pick() else {
-                    respond::write(
-                        session,
-                        503,
-                        Bytes::from_static(b"no healthy upstream\n"),
-                        &[],
-                        Some(route),
-                        &ctx.request_id,
-                    )
-                    .await?;
-                    return Ok(true);
-                };
-                if !cluster.admit_request() {
-                    cluster.metrics.circuit_open().inc();
-                    respond::write(
-                        session,
-                        503,
-                        Bytes::from_static(respond::OVERLOADED_BODY),
-                        &[respond::overloaded_header()],
-                        Some(route),
-                        &ctx.request_id,
-                    )
-                    .await?;
-                    return Ok(true);
-                }
-                ctx.set_cluster(cluster.clone());
-                ctx.deadline = route.timeout.map(|t| ctx.start + t);
-                if !route.mirrors.is_empty() {
-                    mirroring::start_copies(session, ctx, route);
-                }
-                Ok(false)
+                upstream::choose_cluster(session, ctx, route, backends).await
             }
         }
     }
@@ -246,78 +131,20 @@ impl ProxyHttp for GatewayProxy {
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> pingora::Result<Box<HttpPeer>> {
-        let Some(cluster) = ctx.cluster.clone() else {
-            return Error::e_explain(ErrorType::InternalError, "no cluster chosen");
-        };
-        if ctx.tries > 0 {
-            if let Some(r) = ctx.route() {
-                r.metrics.retries().inc();
-            }
-        }
-        let hash = (cluster.lb == LbPolicy::ConsistentHash).then(|| {
-            let header = cluster
-                .hash_on
-                .header
-                .as_deref()
-                .and_then(|h| session.req_header().headers.get(h));
-            match (header, ctx.client_ip) {
-                (Some(v), _) => hash_key(v.as_bytes()),
-                (None, Some(ip)) => hash_key(ip.to_string().as_bytes()),
-                (None, None) => 0,
-            }
-        });
-        let Some(pick) = cluster.select(hash, &ctx.tried) else {
-            return Error::e_explain(ErrorType::HTTPStatus(503), "no healthy upstream");
-        };
-        // A retry: the previous try's connection is no longer in use, and
-        // its request body starts over.
-        ctx.release_connection();
-        ctx.body_offset = 0;
-        if !cluster.admit_pending() {
-            ctx.overloaded = true;
-            cluster.metrics.circuit_open().inc();
-            return Error::e_explain(
-                ErrorType::HTTPStatus(503),
-                "circuit breaker: too many pending requests",
-            );
-        }
-        ctx.pending = true;
-        ctx.use_endpoint(pick.index);
-        if let Some(t) = ctx.trace.as_mut() {
-            t.start_attempt(
-                ctx.tries + 1,
-                &cluster.name,
-                &cluster.endpoints[pick.index].label,
-                pick.priority.label(),
-            );
-        }
-        cluster.metrics.upstream_requests(pick.priority).inc();
-        let endpoint = &cluster.endpoints[pick.index];
-        let mut peer = Box::new(endpoint.peer.clone());
-
+        let cluster = upstream::cluster(ctx)?;
+        upstream::count_retry(ctx);
+        let pick = upstream::pick(session, ctx, &cluster)?;
+        upstream::begin_try(ctx, &cluster, pick)?;
+        let mut peer = Box::new(cluster.endpoints[pick.index].peer.clone());
         let now = Instant::now();
-        let mut read_timeout = cluster.read_timeout;
-        if let Some(t) = ctx
-            .route()
-            .and_then(|r| r.retry.as_ref())
-            .and_then(|p| p.per_try_timeout)
-        {
-            read_timeout = read_timeout.min(t);
-        }
-        if let Some(deadline) = ctx.deadline {
-            let left = deadline.saturating_duration_since(now);
-            if left.is_zero() {
-                return Error::e_explain(
-                    ErrorType::HTTPStatus(504),
-                    "route timeout passed before a try",
-                );
-            }
-            read_timeout = read_timeout.min(left);
-            let o = &mut peer.options;
-            o.connection_timeout = o.connection_timeout.map(|c| c.min(left));
-            o.total_connection_timeout = o.total_connection_timeout.map(|c| c.min(left));
-        }
-        peer.options.read_timeout = Some(read_timeout);
+        let per_try = ctx.route().and_then(|r| r.retry.as_ref()?.per_try_timeout);
+        forwarding::set_try_timeouts(
+            &mut peer.options,
+            cluster.read_timeout,
+            per_try,
+            ctx.deadline,
+            now,
+        )?;
         ctx.tries += 1;
         ctx.try_start = Some(now);
         Ok(peer)
@@ -363,15 +190,7 @@ impl ProxyHttp for GatewayProxy {
         _digest: Option<&pingora::protocols::Digest>,
         ctx: &mut RequestCtx,
     ) -> pingora::Result<()> {
-        ctx.end_pending();
-        if let Some(c) = &ctx.cluster {
-            c.connections_in_use
-                .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-            ctx.conn_in_use = true;
-            if let Some(i) = ctx.endpoint {
-                health::record_try(c, i, TryResult::Connected);
-            }
-        }
+        upstream::connected(ctx);
         Ok(())
     }
 
@@ -385,12 +204,7 @@ impl ProxyHttp for GatewayProxy {
         let Some(route) = ctx.route.and_then(|i| runtime.router.routes.get(i)) else {
             return Ok(());
         };
-        if let Some((from, to)) = &route.prefix_rewrite {
-            rewrite_prefix(upstream, from, to)?;
-        }
-        if let Some(h) = &route.host_rewrite {
-            upstream.insert_header(http::header::HOST, h.clone())?;
-        }
+        forwarding::rewrite(upstream, route)?;
         if let Some(t) = &ctx.trace {
             upstream.insert_header(TRACEPARENT, t.upstream_traceparent())?;
         }
@@ -414,34 +228,16 @@ impl ProxyHttp for GatewayProxy {
         ctx: &mut RequestCtx,
     ) -> pingora::Result<()> {
         let status = resp.status.as_u16();
-        if let Some(t) = ctx.trace.as_mut() {
-            t.end_attempt(Some(status), (status >= 500).then_some("5xx"));
-        }
-        if let (Some(c), Some(i)) = (&ctx.cluster, ctx.endpoint) {
-            let result = if status >= 500 {
-                TryResult::ServerError
-            } else {
-                TryResult::Success
-            };
-            health::record_try(c, i, result);
-        }
-        if let (Some(t), Some(c)) = (ctx.try_start.take(), &ctx.cluster) {
-            c.metrics
-                .upstream_duration()
-                .observe(t.elapsed().as_secs_f64());
-            if status >= 500 {
-                c.metrics.upstream_error("status");
-            }
-        }
-        let wants_retry = ctx.route().and_then(|r| r.retry.as_ref()).is_some_and(|p| {
-            p.on_status.contains(&status)
-                && ctx.tries < p.attempts
-                && idempotent(&session.req_header().method)
-        });
-        if wants_retry && session.response_written().is_none() && ctx.take_retry_slot() {
+        upstream::answered(ctx, status);
+        let policy = ctx.route().and_then(|r| r.retry.as_ref());
+        let req = session.req_header();
+        let answered = session.response_written().is_some();
+        if retry::on_status(policy, ctx.tries, status, &req.method, answered)
+            && ctx.take_retry_slot()
+        {
             ctx.status_retry = true;
             return Error::e_explain(
-                ErrorType::HTTPStatus(status),
+                pingora::ErrorType::HTTPStatus(status),
                 "upstream status is retriable",
             );
         }
@@ -472,22 +268,9 @@ impl ProxyHttp for GatewayProxy {
         ctx: &mut RequestCtx,
         mut e: Box<Error>,
     ) -> Box<Error> {
-        ctx.end_pending();
-        if let Some(t) = ctx.trace.as_mut() {
-            t.end_attempt(None, Some(e.etype().as_str()));
-        }
-        if let Some(c) = &ctx.cluster {
-            c.metrics.upstream_error(respond::upstream_error_kind(&e));
-            if let Some(i) = ctx.endpoint {
-                health::record_try(c, i, TryResult::ConnectFailure);
-            }
-        }
-        // Nothing reached the upstream: safe to retry any method.
-        let policy_allows = ctx
-            .route()
-            .and_then(|r| r.retry.as_ref())
-            .is_some_and(|p| p.on_connect_failure && ctx.tries < p.attempts);
-        let retry = policy_allows && ctx.take_retry_slot();
+        upstream::connect_failed(ctx, &e);
+        let policy = ctx.route().and_then(|r| r.retry.as_ref());
+        let retry = retry::on_connect_failure(policy, ctx.tries) && ctx.take_retry_slot();
         e.set_retry(retry);
         e
     }
@@ -505,35 +288,11 @@ impl ProxyHttp for GatewayProxy {
             e.set_retry(true);
             return e;
         }
-        if let Some(t) = ctx.trace.as_mut() {
-            t.end_attempt(None, Some(e.etype().as_str()));
-        }
-        let upstream_side = *e.esource() == ErrorSource::Upstream;
-        if upstream_side {
-            if let Some(c) = &ctx.cluster {
-                c.metrics.upstream_error(respond::upstream_error_kind(&e));
-            }
-        }
-        // The request may have reached the upstream: replay only idempotent
-        // requests whose body we still hold, and never once the client has
-        // seen a response.
-        let replayable = upstream_side
-            && session.response_written().is_none()
-            && idempotent(&session.req_header().method)
-            && !session.retry_buffer_truncated();
-        let timed_out = matches!(
-            e.etype(),
-            ErrorType::ReadTimedout | ErrorType::WriteTimedout
-        );
+        upstream::proxy_failed(ctx, &e);
         let policy = ctx.route().and_then(|r| r.retry.as_ref());
-        let policy_allows = policy.is_some_and(|p| {
-            ctx.tries < p.attempts && (p.on_reset || (timed_out && p.on_status.contains(&504)))
-        });
-        // A pooled connection the upstream had already closed: Pingora's
-        // default is to retry once on a fresh one; keep that.
-        let stale_pooled =
-            matches!(e.retry, RetryType::ReusedOnly) && client_reused && ctx.tries < 2;
-        let retry = replayable && (policy_allows || stale_pooled) && ctx.take_retry_slot();
+        let req = retry::Replay::of(session);
+        let retry = retry::on_proxy_error(policy, ctx.tries, &e, client_reused, req)
+            && ctx.take_retry_slot();
         e.set_retry(retry);
         e
     }
@@ -544,132 +303,10 @@ impl ProxyHttp for GatewayProxy {
         e: &Error,
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
-        let (code, body) = if ctx.overloaded {
-            (503, "upstream overloaded\n")
-        } else {
-            respond::classify(e)
-        };
-        // After a failed proxy attempt Pingora closes the downstream
-        // connection (whatever `can_reuse_downstream` says), so announce it:
-        // `Connection: close` keeps clients from sending on a closing socket.
-        session.set_keepalive(None);
-        if code > 0 && session.response_written().is_none() {
-            let route = ctx.route.and_then(|i| ctx.runtime.router.routes.get(i));
-            let extra = if ctx.overloaded {
-                vec![respond::overloaded_header()]
-            } else {
-                Vec::new()
-            };
-            if let Err(err) = respond::write(
-                session,
-                code,
-                Bytes::from_static(body.as_bytes()),
-                &extra,
-                route,
-                &ctx.request_id,
-            )
-            .await
-            {
-                tracing::debug!("cannot send the error response: {err}");
-            }
-        }
-        FailToProxy {
-            error_code: code,
-            can_reuse_downstream: false,
-        }
+        respond::failed(session, e, ctx).await
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
-        let status = session.response_written().map_or(0, |r| r.status.as_u16());
-        let digest = ctx.body_digest.as_ref().map(|d| d.finish());
-        let trace_id = ctx.trace.as_ref().map(|t| t.trace_id());
-        if let Some(t) = ctx.trace.as_mut() {
-            t.finish(
-                status,
-                e.map(|e| std::borrow::Cow::Borrowed(e.etype().as_str())),
-            );
-        }
-        for m in ctx.mirrors.drain(..) {
-            m.finish(crate::mirror::PrimaryOutcome {
-                status,
-                body_digest: digest,
-            });
-        }
-        let elapsed = ctx.start.elapsed();
-        let route = ctx.route_name();
-        let metrics = ctx
-            .route()
-            .map_or(&ctx.runtime.unrouted_metrics, |r| &r.metrics);
-        metrics.request(
-            (self.listener_index, &self.listener),
-            ctx.cluster.as_deref().map(|c| &*c.name),
-            status,
-        );
-        metrics.duration().observe(elapsed.as_secs_f64());
-        if let (Some(p), Some(c)) = (ctx.priority(), &ctx.cluster) {
-            if p != Priority::Zone {
-                let bytes = session.body_bytes_read() + session.body_bytes_sent();
-                c.metrics.cross_zone_bytes().inc_by(bytes as u64);
-            }
-        }
-        let log = &ctx.runtime.config.telemetry.access_log;
-        let sampled_out = (100..400).contains(&status)
-            && e.is_none()
-            && log.success_sample_ratio < 1.0
-            && fastrand::f64() >= log.success_sample_ratio;
-        if !log.enabled || sampled_out {
-            return;
-        }
-        let req = session.req_header();
-        let line = access_line::AccessLine {
-            time: humantime::format_rfc3339_millis(std::time::SystemTime::now()),
-            listener: &self.listener,
-            route,
-            cluster: ctx.cluster_name(),
-            endpoint: ctx.endpoint_label(),
-            method: req.method.as_str(),
-            path: req.uri.path(),
-            protocol: if session.is_http2() {
-                "HTTP/2"
-            } else {
-                "HTTP/1.1"
-            },
-            status,
-            bytes_in: session.body_bytes_read(),
-            bytes_out: session.body_bytes_sent(),
-            duration_ms: elapsed.as_secs_f64() * 1000.0,
-            tries: ctx.tries,
-            request_id: &ctx.request_id,
-            trace_id,
-            client: ctx.client_ip,
-            error: e.map(|e| e.etype().as_str()),
-        };
-        crate::access_log::append(|buf| line.write_to(buf));
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn prefix_rewrite_keeps_the_rest_and_the_query() {
-        let mut req = RequestHeader::build("GET", b"/api/users?x=1", None).unwrap();
-        rewrite_prefix(&mut req, "/api", "/v2").unwrap();
-        assert_eq!(req.uri.to_string(), "/v2/users?x=1");
-        let mut req = RequestHeader::build("GET", b"/api/users", None).unwrap();
-        rewrite_prefix(&mut req, "/api/", "/").unwrap();
-        assert_eq!(req.uri.path(), "/users");
-        let mut req = RequestHeader::build("GET", b"/api", None).unwrap();
-        rewrite_prefix(&mut req, "/api", "").unwrap();
-        assert_eq!(req.uri.path(), "/");
-    }
-
-    #[test]
-    fn only_safe_methods_are_replayed() {
-        assert!(idempotent(&Method::GET));
-        assert!(idempotent(&Method::PUT));
-        assert!(!idempotent(&Method::POST));
-        assert!(!idempotent(&Method::PATCH));
+        logging::finish((self.listener_index, &self.listener), session, e, ctx);
     }
 }

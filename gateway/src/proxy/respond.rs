@@ -5,11 +5,12 @@
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use pingora::http::ResponseHeader;
-use pingora::proxy::Session;
+use pingora::proxy::{FailToProxy, Session};
 use pingora::{Error, ErrorSource, ErrorType};
 
+use super::ctx::RequestCtx;
 use super::forwarding::{Headers, REQUEST_ID};
-use crate::runtime::route::Route;
+use crate::runtime::route::{DirectResponse, Route};
 
 /// Body of a 503 from a circuit breaker.
 pub const OVERLOADED_BODY: &[u8] = b"upstream overloaded\n";
@@ -52,6 +53,82 @@ pub async fn write(
         session.write_response_body(Some(body), true).await?;
     }
     Ok(())
+}
+
+/// Answers before a route matched (400 for a bad path, 404); `Ok(true)`
+/// as `request_filter` returns it.
+pub async fn early(
+    session: &mut Session,
+    status: u16,
+    body: Bytes,
+    request_id: &super::forwarding::RequestId,
+) -> pingora::Result<bool> {
+    write(session, status, body, &[], None, request_id).await?;
+    Ok(true)
+}
+
+/// A route's direct response, with the rate-limit headers of the allowed
+/// request; `Ok(true)` as `request_filter` returns it.
+pub async fn direct(
+    session: &mut Session,
+    ctx: &RequestCtx,
+    route: &Route,
+    d: &DirectResponse,
+) -> pingora::Result<bool> {
+    let limit_headers = ctx.ratelimit_headers.as_ref().map(|h| h.pairs());
+    let headers: std::borrow::Cow<'_, [_]> = match limit_headers {
+        Some(extra) => d
+            .headers
+            .iter()
+            .cloned()
+            .chain(extra)
+            .collect::<Vec<_>>()
+            .into(),
+        None => (&d.headers[..]).into(),
+    };
+    write(
+        session,
+        d.status,
+        d.body.clone(),
+        &headers,
+        Some(route),
+        &ctx.request_id,
+    )
+    .await?;
+    Ok(true)
+}
+
+/// The error page of a request whose proxying failed (`fail_to_proxy`).
+pub async fn failed(session: &mut Session, e: &Error, ctx: &RequestCtx) -> FailToProxy {
+    let (code, body) = if ctx.overloaded {
+        (503, "upstream overloaded\n")
+    } else {
+        classify(e)
+    };
+    // After a failed proxy attempt Pingora closes the downstream
+    // connection (whatever `can_reuse_downstream` says), so announce it:
+    // `Connection: close` keeps clients from sending on a closing socket.
+    session.set_keepalive(None);
+    if code > 0 && session.response_written().is_none() {
+        let overloaded = [overloaded_header()];
+        let extra: &[_] = if ctx.overloaded { &overloaded } else { &[] };
+        if let Err(err) = write(
+            session,
+            code,
+            Bytes::from_static(body.as_bytes()),
+            extra,
+            ctx.route(),
+            &ctx.request_id,
+        )
+        .await
+        {
+            tracing::debug!("cannot send the error response: {err}");
+        }
+    }
+    FailToProxy {
+        error_code: code,
+        can_reuse_downstream: false,
+    }
 }
 
 /// Status and body for a failed request, and the `kind` label of

@@ -1,0 +1,21 @@
+//! Mismatch log lines, at most [`MISMATCH_LOGS_PER_SEC`] a second (the
+//! metric counts every one).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// At most this many mismatch log lines per second.
+const MISMATCH_LOGS_PER_SEC: u64 = 10;
+
+/// Logs a mismatch between the primary's answer and the shadow's, unless
+/// this second's lines are used up.
+pub(super) fn log_mismatch(route: &str, request_id: &str, primary: u16, shadow: u16, kind: &str) {
+    static WINDOW: AtomicU64 = AtomicU64::new(0);
+    static IN_WINDOW: AtomicU64 = AtomicU64::new(0);
+    let sec = crate::runtime::health::now_ms() / 1000;
+    if WINDOW.swap(sec, Ordering::Relaxed) != sec {
+        IN_WINDOW.store(0, Ordering::Relaxed);
+    }
+    if IN_WINDOW.fetch_add(1, Ordering::Relaxed) < MISMATCH_LOGS_PER_SEC {
+        tracing::warn!(route, request_id, primary, shadow, kind, "mirror mismatch");
+    }
+}
