@@ -362,6 +362,16 @@ mod tests {
         })
     }
 
+    /// A refusal, its status, body, outcome, note and reason.
+    type Case = (
+        Refusal,
+        u16,
+        &'static str,
+        &'static str,
+        Option<&'static str>,
+        &'static str,
+    );
+
     const ALLOW: &str = "rules: [{name: partner, hosts: [api.partner.test]}]";
 
     #[test]
@@ -372,7 +382,7 @@ mod tests {
             reason: "invalid proxy token: expired".into(),
             challenge: "Bearer error=\"invalid_token\"".into(),
         };
-        let cases: Vec<(Refusal, u16, &str, &str, Option<&str>, &str)> = vec![
+        let cases: Vec<Case> = vec![
             (
                 Refusal::Unparsable("invalid header".into()),
                 400,
