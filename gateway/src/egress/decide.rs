@@ -197,7 +197,7 @@ pub struct Connection {
     /// Why the connection's client certificate no longer counts.
     pub revoked: Option<String>,
     /// Source address.
-    pub client_ip: Option<std::net::IpAddr>,
+    pub client_ip: Option<IpAddr>,
 }
 
 /// Decides on the request read into `session`: who calls (set in `caller`

@@ -104,7 +104,9 @@ impl ServerApp for EgressApp {
                 .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip())),
         };
         let mut session = HttpSession::new(stream);
+        // Bounded reads and writes: a stalled caller cannot pin connections.
         session.set_read_timeout(Some(HEADER_TIMEOUT));
+        session.set_write_timeout(Some(BODY_TIMEOUT));
         let read = session.read_request().await;
         let runtime = self.gateway.runtime.load_full();
         let audit = Audit {
@@ -128,10 +130,7 @@ impl ServerApp for EgressApp {
                 return None;
             }
         }
-        // Bounded body reads and response writes: a stalled caller cannot
-        // pin connections.
         session.set_read_timeout(Some(BODY_TIMEOUT));
-        session.set_write_timeout(Some(BODY_TIMEOUT));
         let (allowed, egress) = match decide(&runtime, conn, &mut session, &mut caller).await {
             Ok(a) => a,
             Err(refusal) => {
