@@ -24,8 +24,8 @@ pub struct Caller {
 /// A refused `Proxy-Authorization` (407).
 #[derive(Debug)]
 pub struct ProxyAuthRefusal {
-    /// Response body.
-    pub body: String,
+    /// Why (the body says `egress denied: <reason>`).
+    pub reason: String,
     /// `Proxy-Authenticate` value.
     pub challenge: String,
 }
@@ -64,7 +64,7 @@ pub fn identify(
         let token = value.to_str().ok().and_then(bearer_token).ok_or_else(|| {
             count("unknown", "malformed");
             ProxyAuthRefusal {
-                body: "egress denied: Proxy-Authorization must be `Bearer <JWT>`\n".into(),
+                reason: "Proxy-Authorization must be `Bearer <JWT>`".into(),
                 challenge: "Bearer".into(),
             }
         })?;
@@ -76,7 +76,7 @@ pub fn identify(
             Err(e) => {
                 count("unknown", e.metric_label());
                 return Err(ProxyAuthRefusal {
-                    body: format!("egress denied: invalid proxy token: {e}\n"),
+                    reason: format!("invalid proxy token: {e}"),
                     challenge: e.www_authenticate(),
                 });
             }

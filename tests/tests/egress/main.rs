@@ -19,6 +19,8 @@
 //! - `principals`: per-function allowlists by JWT subject, 407s;
 //! - `audit`: `audit_only`, admin `/egress/observed` (and
 //!   `observed_max_entries`), the access log;
+//! - `refusals`: unparsable requests, revoked client certificates and a
+//!   listener without `egress:` config are answered, audited and counted;
 //! - `sni`: the ClientHello server name must match the CONNECT host;
 //! - `tunnel`: half-closes pass through a CONNECT tunnel both ways.
 //!
@@ -29,6 +31,7 @@ mod audit;
 mod common;
 mod denied;
 mod principals;
+mod refusals;
 mod sni;
 mod ssrf;
 mod tunnel;

@@ -2,7 +2,7 @@
 //! CA bundles of rules that originate TLS.
 
 use super::super::*;
-use crate::egress::EgressRuntime;
+use crate::egress::{EgressMetrics, EgressRuntime};
 
 impl Compiler<'_> {
     pub(in crate::runtime) fn egress(&mut self, cfg: &Config) -> Option<Arc<EgressRuntime>> {
@@ -30,6 +30,11 @@ impl Compiler<'_> {
                 }
             }
         }
-        Some(Arc::new(EgressRuntime { rules: rules?, cas }))
+        let metrics = EgressMetrics::new(e.rules.iter().map(|r| r.name.as_str()));
+        Some(Arc::new(EgressRuntime {
+            rules: rules?,
+            cas,
+            metrics,
+        }))
     }
 }

@@ -1,0 +1,243 @@
+//! The one exit of every egress exchange: a [`Refusal`] is answered,
+//! audited and counted here ([`Audit::refuse`]); an exchange that went
+//! ahead is audited and counted here when it ends ([`Audit::finished`]).
+//! Either way: one access-log line of `kind: "egress"`,
+//! `gateway_egress_requests_total{decision,rule}`,
+//! `gateway_egress_bytes_total{direction}`, and the observed table.
+
+use std::collections::HashMap;
+use std::sync::{LazyLock, OnceLock};
+use std::time::Instant;
+
+use filters::egress::{EgressDecision, Outcome, RequestKind};
+use pingora::http::ResponseHeader;
+use pingora::protocols::http::v1::server::HttpSession;
+use prometheus::IntCounter;
+
+use super::caller::Caller;
+use super::decide::{Refusal, Target};
+use crate::metrics::METRICS;
+
+/// `gateway_egress_requests_total` handles of one rule, by [`Outcome`].
+type Slots = [OnceLock<IntCounter>; 3];
+
+/// Handles of rule `none` (no rule decided), shared by every runtime.
+static NONE: Slots = [const { OnceLock::new() }; 3];
+
+/// `gateway_egress_bytes_total{direction="up"|"down"}`.
+static BYTES: LazyLock<[IntCounter; 2]> =
+    LazyLock::new(|| ["up", "down"].map(|d| METRICS.egress_bytes.with_label_values(&[d])));
+
+/// The egress request counters of one compiled config, resolved once per
+/// rule and outcome on first use (as [`crate::metrics::handles`] does for
+/// routes): the request path hashes the rule name once instead of taking
+/// the vector's lock.
+#[derive(Default)]
+pub struct EgressMetrics {
+    rules: HashMap<String, Slots>,
+}
+
+impl EgressMetrics {
+    /// Handles for the rules named `rules`.
+    pub fn new<'a>(rules: impl IntoIterator<Item = &'a str>) -> Self {
+        EgressMetrics {
+            rules: rules
+                .into_iter()
+                .map(|r| (r.to_string(), Default::default()))
+                .collect(),
+        }
+    }
+}
+
+/// Counts one request; without the runtime's handles (egress not
+/// configured) or for an unknown rule it still counts, by lookup.
+fn count(metrics: Option<&EgressMetrics>, outcome: Outcome, rule: &str) {
+    let slots = if rule == "none" {
+        Some(&NONE)
+    } else {
+        metrics.and_then(|m| m.rules.get(rule))
+    };
+    let resolve = || {
+        METRICS
+            .egress_requests
+            .with_label_values(&[outcome.as_str(), rule])
+    };
+    let i = match outcome {
+        Outcome::Allow => 0,
+        Outcome::Deny => 1,
+        Outcome::AuditDeny => 2,
+    };
+    match slots {
+        Some(s) => s[i].get_or_init(resolve).inc(),
+        None => resolve().inc(),
+    }
+}
+
+/// How an exchange that went ahead ended.
+#[derive(Debug, Default)]
+pub struct Done {
+    /// Status the caller got (200 for a tunnel).
+    pub status: u16,
+    /// Bytes from the caller to the destination.
+    pub bytes_up: u64,
+    /// Bytes from the destination to the caller.
+    pub bytes_down: u64,
+    /// What failed or cut the exchange, if anything.
+    pub note: Option<&'static str>,
+}
+
+/// The audit context of one request on one listener.
+pub struct Audit<'a> {
+    /// The listener's name.
+    pub listener: &'a str,
+    /// The runtime's counters (`None`: egress not configured).
+    pub metrics: Option<&'a EgressMetrics>,
+    /// When the request was read.
+    pub started: Instant,
+}
+
+/// One audit line.
+struct Line<'a> {
+    caller: &'a Caller,
+    target: Option<&'a Target>,
+    outcome: Outcome,
+    rule: &'a str,
+    reason: Option<String>,
+    done: Done,
+}
+
+impl Audit<'_> {
+    /// Answers `refusal` on `session` (which then closes), audits it and
+    /// counts it.
+    pub async fn refuse(&self, session: &mut HttpSession, caller: &Caller, refusal: &Refusal) {
+        let challenge = refusal.challenge().map(|c| [("proxy-authenticate", c)]);
+        let extra = challenge.as_ref().map_or(&[][..], |c| &c[..]);
+        let _ = respond(session, refusal.status(), &refusal.body(), extra).await;
+        self.refused(caller, refusal);
+    }
+
+    /// Audits and counts a refusal the caller cannot be answered for (a
+    /// tunnel closed after its `200`).
+    pub fn refused(&self, caller: &Caller, refusal: &Refusal) {
+        self.write(Line {
+            caller,
+            target: refusal.checked().map(|c| &c.target),
+            outcome: refusal.outcome(),
+            rule: refusal.rule(),
+            reason: Some(refusal.to_string()),
+            done: Done {
+                status: refusal.status(),
+                note: refusal.note(),
+                ..Done::default()
+            },
+        });
+    }
+
+    /// Audits and counts an allowed exchange when it ends.
+    pub fn finished(
+        &self,
+        caller: &Caller,
+        target: &Target,
+        decision: &EgressDecision,
+        done: Done,
+    ) {
+        self.write(Line {
+            caller,
+            target: Some(target),
+            outcome: decision.outcome(),
+            rule: decision.rule.as_deref().unwrap_or("none"),
+            reason: decision.denial().map(ToString::to_string),
+            done,
+        });
+    }
+
+    fn write(&self, l: Line<'_>) {
+        count(self.metrics, l.outcome, l.rule);
+        let [up, down] = &*BYTES;
+        up.inc_by(l.done.bytes_up);
+        down.inc_by(l.done.bytes_down);
+        if let Some(t) = l.target {
+            super::observed().record(
+                l.caller.principals().first().map(String::as_str),
+                &t.host,
+                t.port,
+                l.outcome,
+            );
+        }
+        let line = serde_json::json!({
+            "kind": "egress",
+            "ts": humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+            "listener": self.listener,
+            "client": l.caller.client_ip.map(|ip| ip.to_string()),
+            "principal": l.caller.principal(),
+            "method": l.target.map(|t| match t.kind {
+                RequestKind::Connect => "CONNECT",
+                RequestKind::PlainHttp => "HTTP",
+            }),
+            "host": l.target.map(|t| t.host.as_str()),
+            "port": l.target.map(|t| t.port),
+            "decision": l.outcome.as_str(),
+            "rule": l.rule,
+            "reason": l.reason,
+            "status": l.done.status,
+            "bytes_up": l.done.bytes_up,
+            "bytes_down": l.done.bytes_down,
+            "duration_ms": self.started.elapsed().as_secs_f64() * 1000.0,
+            "note": l.done.note,
+        });
+        crate::access_log::append(|buf| {
+            let _ = serde_json::to_writer(buf, &line);
+        });
+    }
+}
+
+/// Writes a complete short response and closes the exchange.
+pub async fn respond(
+    session: &mut HttpSession,
+    status: u16,
+    body: &str,
+    extra: &[(&str, &str)],
+) -> pingora::Result<()> {
+    let mut resp = ResponseHeader::build(status, Some(4))?;
+    resp.insert_header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")?;
+    resp.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
+    resp.insert_header(http::header::CONNECTION, "close")?;
+    if status == 403 || status == 407 {
+        resp.insert_header("x-gateway-egress-decision", "deny")?;
+    }
+    for (n, v) in extra {
+        resp.insert_header(n.to_string(), v.to_string())?;
+    }
+    session.set_server_keepalive(None);
+    session.write_response_header(Box::new(resp)).await?;
+    session.write_body(body.as_bytes()).await?;
+    session.finish_body().await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn value(decision: &str, rule: &str) -> u64 {
+        METRICS
+            .egress_requests
+            .with_label_values(&[decision, rule])
+            .get()
+    }
+
+    #[test]
+    fn handles_count_into_the_registry_series() {
+        let m = EgressMetrics::new(["audit-test-rule"]);
+        count(Some(&m), Outcome::Allow, "audit-test-rule");
+        count(Some(&m), Outcome::Allow, "audit-test-rule");
+        count(Some(&m), Outcome::AuditDeny, "audit-test-rule");
+        // A rule the handles do not know, and no handles at all, still count.
+        count(Some(&m), Outcome::Deny, "audit-test-other");
+        count(None, Outcome::Deny, "audit-test-rule");
+        assert_eq!(value("allow", "audit-test-rule"), 2);
+        assert_eq!(value("audit_deny", "audit-test-rule"), 1);
+        assert_eq!(value("deny", "audit-test-rule"), 1);
+        assert_eq!(value("deny", "audit-test-other"), 1);
+    }
+}
