@@ -2,7 +2,7 @@
 //! detection and circuit breaking (issue 7), observed at real upstreams.
 //!
 //! The topology of the locality tests: three zones of two endpoints each on
-//! loopback ports, every endpoint a [`SwitchableUpstream`] whose health
+//! loopback ports, every endpoint a [`Upstream`] whose health
 //! endpoint (`/healthz`) and main answer the test flips at run time. The
 //! gateway sits in zone `a` of region `r1`, cluster `c1`:
 //!
@@ -20,8 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use gateway_tests::{
-    free_port, http_client, metric_value, tpl, url, EnvGateway, Gateway, SwitchableUpstream,
-    SWITCHABLE_BODY_LEN,
+    free_port, http_client, metric_value, tpl, url, Gateway, Upstream, SWITCHABLE_BODY_LEN,
 };
 
 /// Health-check interval of the locality tests (no jitter).
@@ -32,7 +31,7 @@ const CLUSTER: &str = "zonal";
 
 /// Three zones of two switchable endpoints: a1 a2 b1 b2 c1 c2.
 struct Topo {
-    ups: Vec<SwitchableUpstream>,
+    ups: Vec<Upstream>,
 }
 
 type Counts = BTreeMap<String, u64>;
@@ -42,19 +41,19 @@ impl Topo {
         Topo {
             ups: ["a1", "a2", "b1", "b2", "c1", "c2"]
                 .iter()
-                .map(|n| SwitchableUpstream::start(n))
+                .map(|n| Upstream::switchable(n))
                 .collect(),
         }
     }
 
-    fn up(&self, name: &str) -> &SwitchableUpstream {
+    fn up(&self, name: &str) -> &Upstream {
         self.ups
             .iter()
             .find(|u| u.name() == name)
             .unwrap_or_else(|| panic!("no upstream {name}"))
     }
 
-    fn zone(&self, zone: char) -> impl Iterator<Item = &SwitchableUpstream> {
+    fn zone(&self, zone: char) -> impl Iterator<Item = &Upstream> {
         self.ups.iter().filter(move |u| u.name().starts_with(zone))
     }
 
@@ -543,7 +542,7 @@ struct Ejection {
 async fn eject_and_time_return(
     client: &reqwest::Client,
     port: u16,
-    bad: &SwitchableUpstream,
+    bad: &Upstream,
     threshold: u64,
 ) -> Ejection {
     bad.set_failing(true);
@@ -612,8 +611,8 @@ fn assert_ejection_lasted(e: &Ejection, want: Duration, what: &str) {
 /// ejection lasts base x 2 = 2 s capped by `max_ejection_time` (1.5 s).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outlier_5xx_ejects_and_returns_after_base_time() {
-    let good = SwitchableUpstream::start("good");
-    let bad = SwitchableUpstream::start("bad");
+    let good = Upstream::switchable("good");
+    let bad = Upstream::switchable("bad");
     let (gw, port) = outlier_gateway(
         &[good.address(), bad.address()],
         "{consecutive_5xx: 3, base_ejection_time: 1s, max_ejection_time: 1500ms, max_ejection_percent: 50}");
@@ -658,14 +657,14 @@ async fn outlier_5xx_ejects_and_returns_after_base_time() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outlier_max_ejection_percent_caps_ejections() {
-    let ups: Vec<SwitchableUpstream> = ["e0", "e1", "e2", "e3"]
+    let ups: Vec<Upstream> = ["e0", "e1", "e2", "e3"]
         .iter()
-        .map(|n| SwitchableUpstream::start(n))
+        .map(|n| Upstream::switchable(n))
         .collect();
     for u in &ups[1..] {
         u.set_failing(true);
     }
-    let addrs: Vec<String> = ups.iter().map(SwitchableUpstream::address).collect();
+    let addrs: Vec<String> = ups.iter().map(Upstream::address).collect();
     let (gw, port) = outlier_gateway(
         &addrs,
         "{consecutive_5xx: 2, base_ejection_time: 30s, max_ejection_percent: 50}",
@@ -675,7 +674,7 @@ async fn outlier_max_ejection_percent_caps_ejections() {
     for _ in 0..40 {
         status_of(&client, port).await;
     }
-    let before: Vec<u64> = ups.iter().map(SwitchableUpstream::count).collect();
+    let before: Vec<u64> = ups.iter().map(Upstream::count).collect();
     let mut statuses = BTreeMap::<u16, u64>::new();
     for _ in 0..200 {
         *statuses.entry(status_of(&client, port).await).or_default() += 1;
@@ -714,7 +713,7 @@ async fn outlier_max_ejection_percent_caps_ejections() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outlier_connect_failures_eject_a_dead_endpoint() {
-    let good = SwitchableUpstream::start("good");
+    let good = Upstream::switchable("good");
     // A port nothing listens on (free_port never hands it out again).
     let dead = format!("127.0.0.1:{}", free_port());
     let (gw, port) = outlier_gateway(
@@ -757,7 +756,7 @@ async fn outlier_connect_failures_eject_a_dead_endpoint() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn circuit_breaker_sheds_load_over_max_requests() {
     const DELAY: Duration = Duration::from_secs(2);
-    let slow = SwitchableUpstream::start("slow");
+    let slow = Upstream::switchable("slow");
     slow.set_delay(DELAY);
     let (admin, port) = (free_port(), free_port());
     let gw = Gateway::start(&tpl(
@@ -995,8 +994,8 @@ async fn wait_generation(gw: &Gateway, want: u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_state_survives_reload_of_an_unchanged_cluster() {
-    let e1 = SwitchableUpstream::start("e1");
-    let e2 = SwitchableUpstream::start("e2");
+    let e1 = Upstream::switchable("e1");
+    let e2 = Upstream::switchable("e2");
     e2.set_failing(true);
     let (admin, port) = (free_port(), free_port());
     let gw = Gateway::start(&reload_yaml(
@@ -1141,7 +1140,7 @@ async fn gateway_zone_env_override_changes_the_local_zone() {
     let topo = Topo::new();
     let (admin, port) = (free_port(), free_port());
     // The file says zone a; the environment says zone b.
-    let gw = EnvGateway::start(
+    let gw = Gateway::start_with_env(
         &topo_yaml(admin, port, &topo, "failover", 1),
         &[("GATEWAY_ZONE", "b")],
     );
@@ -1185,7 +1184,7 @@ async fn gateway_zone_env_override_changes_the_local_zone() {
 /// traffic (502s), which `fire` would catch.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tcp_health_check_marks_only_the_dead_port_unhealthy() {
-    let live = SwitchableUpstream::start("live");
+    let live = Upstream::switchable("live");
     live.set_healthy(false); // an HTTP check would fail; a TCP one must not
     let dead = format!("127.0.0.1:{}", free_port());
     let (admin, port) = (free_port(), free_port());
@@ -1246,13 +1245,13 @@ routes:
 /// (5/6 vs 1/6), where the all-endpoints schedule is filtered to zone a.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn round_robin_is_even_among_the_endpoints_left() {
-    let ups: Vec<SwitchableUpstream> = ["e0", "e1", "e2", "e3"]
+    let ups: Vec<Upstream> = ["e0", "e1", "e2", "e3"]
         .iter()
-        .map(|n| SwitchableUpstream::start(n))
+        .map(|n| Upstream::switchable(n))
         .collect();
     ups[1].set_failing(true);
     ups[2].set_failing(true);
-    let addrs: Vec<String> = ups.iter().map(SwitchableUpstream::address).collect();
+    let addrs: Vec<String> = ups.iter().map(Upstream::address).collect();
     let (gw, port) = outlier_gateway(
         &addrs,
         "{consecutive_5xx: 1, base_ejection_time: 30s, max_ejection_percent: 50}",
@@ -1267,7 +1266,7 @@ async fn round_robin_is_even_among_the_endpoints_left() {
         2.0,
         "setup: e1 and e2 ejected"
     );
-    let before: Vec<u64> = ups.iter().map(SwitchableUpstream::count).collect();
+    let before: Vec<u64> = ups.iter().map(Upstream::count).collect();
     for _ in 0..200 {
         assert_eq!(status_of(&client, port).await, 200);
     }
