@@ -21,7 +21,7 @@ const EVENTUALLY: Duration = Duration::from_secs(5);
 /// `admin` + `listeners` + [`GatewayBuilder::yaml`] fragments + `clusters` +
 /// `routes`; a test about the config itself passes the whole document with
 /// [`GatewayBuilder::config`] instead (`${admin}` and `${port}` filled).
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub struct GatewayBuilder {
     admin: u16,
     port: u16,
@@ -104,6 +104,14 @@ impl GatewayBuilder {
         self
     }
 
+    /// Routes as a raw YAML block: list items indented as under `routes:`
+    /// (`  - name: ..`), appended verbatim.
+    pub fn routes_yaml(mut self, block: &str) -> Self {
+        self.routes.push_str(block.trim_matches('\n'));
+        self.routes.push('\n');
+        self
+    }
+
     /// The whole config document instead of the composed one; `${admin}` and
     /// `${port}` are filled with the picked ports, `vars` with the rest.
     pub fn config(mut self, template: &str, vars: &[(&str, &dyn std::fmt::Display)]) -> Self {
@@ -168,6 +176,22 @@ impl Gateway {
     /// A [`GatewayBuilder`] with fresh ports.
     pub fn builder() -> GatewayBuilder {
         GatewayBuilder::new()
+    }
+
+    /// A fresh builder on this gateway's admin and first listener ports, to
+    /// write a changed config with [`Gateway::rewrite`].
+    pub fn same_ports(&self) -> GatewayBuilder {
+        GatewayBuilder {
+            admin: self.admin_addr().port(),
+            port: self.port(),
+            ..Default::default()
+        }
+    }
+
+    /// Writes `b`'s config over `gateway.yaml` (atomically, as
+    /// [`Gateway::write_file`]); the gateway's file watcher reloads it.
+    pub fn rewrite(&self, b: GatewayBuilder) {
+        self.write_file("gateway.yaml", &b.to_yaml());
     }
 
     /// The port of the first listener of the config.

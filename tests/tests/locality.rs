@@ -2,7 +2,7 @@
 //! detection and circuit breaking (issue 7), observed at real upstreams.
 //!
 //! The topology of the locality tests: three zones of two endpoints each on
-//! loopback ports, every endpoint a [`Upstream`] whose health
+//! loopback ports, every endpoint an [`Upstream::switchable`] whose health
 //! endpoint (`/healthz`) and main answer the test flips at run time. The
 //! gateway sits in zone `a` of region `r1`, cluster `c1`:
 //!
@@ -20,7 +20,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use gateway_tests::{
-    free_port, http_client, metric_value, tpl, url, Gateway, Upstream, SWITCHABLE_BODY_LEN,
+    fire, free_port, http_client, metric, three_sigma, tpl, url, Gateway, GatewayBuilder, Upstream,
+    SWITCHABLE_BODY_LEN,
 };
 
 /// Health-check interval of the locality tests (no jitter).
@@ -92,7 +93,7 @@ impl Topo {
                     ("r1", "c1")
                 };
                 format!(
-                    "      - {{address: \"{}\", zone: {zone}, region: {region}, cluster: {cluster}}}\n",
+                    "  - {{address: \"{}\", zone: {zone}, region: {region}, cluster: {cluster}}}\n",
                     u.address()
                 )
             })
@@ -109,104 +110,40 @@ fn zone_sum(counts: &Counts, zone: char) -> u64 {
         .sum()
 }
 
-/// The gateway config of the locality topology: locality `mode`, HTTP health
+/// Access logging off: these tests send thousands of requests.
+const NO_ACCESS_LOG: &str = "telemetry: {access_log: {enabled: false}}";
+
+/// The gateway of the locality topology: locality `mode`, HTTP health
 /// checks every [`HC_INTERVAL`] (unhealthy after 1 failure, healthy after
 /// `healthy_threshold` successes), one catch-all route. A failing health
 /// endpoint answers 503 at once; the generous check timeout only keeps a
 /// busy machine (a stalled probe) from flapping healthy endpoints.
-fn topo_yaml(admin: u16, port: u16, topo: &Topo, mode: &str, healthy_threshold: u32) -> String {
-    tpl(
-        r#"
-gateway: {locality: {region: r1, zone: a, cluster: c1}}
-admin: {listen: "127.0.0.1:${admin}"}
-listeners:
-  - {name: public, listen: "127.0.0.1:${port}"}
-telemetry: {access_log: {enabled: false}}
-clusters:
-  - name: ${cluster}
-    locality: {mode: ${mode}}
-    health_check: {type: http, path: /healthz, interval: ${interval}ms, jitter_percent: 0, timeout: 2s, healthy_threshold: ${ht}, unhealthy_threshold: 1}
-    endpoints:
-${endpoints}
-routes:
-  - {name: all, cluster: ${cluster}}
-"#,
-        &[
-            ("admin", &admin),
-            ("port", &port),
-            ("cluster", &CLUSTER),
-            ("mode", &mode),
-            ("interval", &HC_INTERVAL.as_millis()),
-            ("ht", &healthy_threshold),
-            ("endpoints", &topo.endpoints_yaml()),
-        ],
-    )
+fn topo_gateway(topo: &Topo, mode: &str, healthy_threshold: u32) -> GatewayBuilder {
+    Gateway::builder()
+        .yaml("gateway: {locality: {region: r1, zone: a, cluster: c1}}")
+        .yaml(NO_ACCESS_LOG)
+        .cluster_yaml(&tpl(
+            r#"
+name: ${cluster}
+locality: {mode: ${mode}}
+health_check: {type: http, path: /healthz, interval: ${interval}ms, jitter_percent: 0, timeout: 2s, healthy_threshold: ${ht}, unhealthy_threshold: 1}
+endpoints:
+${endpoints}"#,
+            &[
+                ("cluster", &CLUSTER),
+                ("mode", &mode),
+                ("interval", &HC_INTERVAL.as_millis()),
+                ("ht", &healthy_threshold),
+                ("endpoints", &topo.endpoints_yaml()),
+            ],
+        ))
+        .route(&format!("{{name: all, cluster: {CLUSTER}}}"))
 }
 
 fn start_topo(topo: &Topo, mode: &str, healthy_threshold: u32) -> (Gateway, u16) {
-    let (admin, port) = (free_port(), free_port());
-    let gw = Gateway::start(&topo_yaml(admin, port, topo, mode, healthy_threshold));
+    let gw = topo_gateway(topo, mode, healthy_threshold).start();
+    let port = gw.port();
     (gw, port)
-}
-
-/// Sends `n` GETs from `workers` concurrent tasks; panics unless all are 200.
-async fn fire(port: u16, n: usize, workers: usize) {
-    let client = http_client();
-    let mut tasks = Vec::new();
-    for w in 0..workers {
-        let client = client.clone();
-        tasks.push(tokio::spawn(async move {
-            for i in (w..n).step_by(workers) {
-                let resp = client
-                    .get(url(port, &format!("/r/{i}")))
-                    .send()
-                    .await
-                    .expect("request through the gateway");
-                assert_eq!(
-                    resp.status(),
-                    200,
-                    "expected every request to be served (200), got {} from {:?}",
-                    resp.status(),
-                    resp.headers().get("x-upstream")
-                );
-            }
-        }));
-    }
-    for t in tasks {
-        t.await.expect("worker");
-    }
-}
-
-/// One metric (0 when absent).
-fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
-    metric_value(text, name, labels).unwrap_or(0.0)
-}
-
-/// Polls `/metrics` (up to `limit`) until the metric equals `want`; returns
-/// how long that took, or panics with the last value.
-async fn wait_metric(
-    gw: &Gateway,
-    name: &str,
-    labels: &[(&str, &str)],
-    want: f64,
-    limit: Duration,
-) -> Duration {
-    let start = Instant::now();
-    let mut last = f64::NAN;
-    while start.elapsed() < limit {
-        last = metric(&gw.metrics().await, name, labels);
-        if last == want {
-            return start.elapsed();
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("expected {name}{labels:?} == {want} within {limit:?}, last value {last}");
-}
-
-/// Mean and 3 sigma of a binomial(n, p) count.
-fn three_sigma(n: u64, p: f64) -> (f64, f64) {
-    let n = n as f64;
-    (n * p, 3.0 * (n * p * (1.0 - p)).sqrt())
 }
 
 /// Sends sequential requests from `since` until `RUN` consecutive ones are
@@ -267,7 +204,7 @@ async fn time_until_all_in(
 async fn all_healthy_traffic_stays_in_the_local_zone() {
     let topo = Topo::new();
     let (gw, port) = start_topo(&topo, "failover", 1);
-    fire(port, 1000, 8).await;
+    fire(port, "/r/", 1000, 8).await;
     let c = topo.counts();
     eprintln!("all healthy, 1000 requests: {c:?}");
     assert_eq!(
@@ -317,20 +254,20 @@ async fn half_the_local_zone_down_spills_per_envoys_formula() {
     let topo = Topo::new();
     let (gw, port) = start_topo(&topo, "failover", 1);
     topo.up("a2").set_healthy(false);
-    let took = wait_metric(
-        &gw,
-        "gateway_endpoint_healthy",
-        &[("cluster", CLUSTER), ("zone", "a")],
-        1.0,
-        Duration::from_secs(5),
-    )
-    .await;
+    let took = gw
+        .metric(
+            "gateway_endpoint_healthy",
+            &[("cluster", CLUSTER), ("zone", "a")],
+        )
+        .within(Duration::from_secs(5))
+        .eventually_eq(1.0)
+        .await;
     eprintln!("a2 marked unhealthy {took:?} after its health endpoint failed");
 
     let m0 = gw.metrics().await;
     let before = topo.counts();
     const N: u64 = 2000;
-    fire(port, N as usize, 8).await;
+    fire(port, "/r/", N as usize, 8).await;
     let d = topo.since(&before);
     let (a, b, c) = (zone_sum(&d, 'a'), zone_sum(&d, 'b'), zone_sum(&d, 'c'));
     // P0 health = min(1, 1.4 x 1/2) = 0.7: zone a takes 70 %, zone b the
@@ -389,7 +326,7 @@ async fn zone_failover_to_region_then_remote_and_back() {
     topo.set_zone_healthy('a', false);
     let (to_b, _) = time_until_all_in(&client, port, 'b', t, limit).await;
     let before = topo.counts();
-    fire(port, 300, 4).await;
+    fire(port, "/r/", 300, 4).await;
     let d = topo.since(&before);
     assert_eq!(
         (zone_sum(&d, 'a'), zone_sum(&d, 'b'), zone_sum(&d, 'c')),
@@ -402,7 +339,7 @@ async fn zone_failover_to_region_then_remote_and_back() {
     topo.set_zone_healthy('b', false);
     let (to_c, _) = time_until_all_in(&client, port, 'c', t, limit).await;
     let before = topo.counts();
-    fire(port, 300, 4).await;
+    fire(port, "/r/", 300, 4).await;
     let d = topo.since(&before);
     assert_eq!(
         (zone_sum(&d, 'a'), zone_sum(&d, 'b'), zone_sum(&d, 'c')),
@@ -425,7 +362,7 @@ async fn zone_failover_to_region_then_remote_and_back() {
     topo.set_zone_healthy('b', true);
     let (back, _) = time_until_all_in(&client, port, 'a', t, limit).await;
     let before = topo.counts();
-    fire(port, 300, 4).await;
+    fire(port, "/r/", 300, 4).await;
     let d = topo.since(&before);
     assert_eq!(
         zone_sum(&d, 'a'),
@@ -462,33 +399,20 @@ async fn zone_failover_to_region_then_remote_and_back() {
 /// A gateway with one catch-all route to cluster `od` of the endpoints at
 /// `addresses` (no localities, round robin) with outlier detection `od`.
 fn outlier_gateway(addresses: &[String], od: &str) -> (Gateway, u16) {
-    let (admin, port) = (free_port(), free_port());
     let endpoints: Vec<String> = addresses
         .iter()
         .map(|a| format!("{{address: \"{a}\"}}"))
         .collect();
-    let yaml = tpl(
-        r#"
-admin: {listen: "127.0.0.1:${admin}"}
-listeners:
-  - {name: public, listen: "127.0.0.1:${port}"}
-telemetry: {access_log: {enabled: false}}
-clusters:
-  - name: od
-    connect_timeout: 500ms
-    endpoints: [${endpoints}]
-    outlier_detection: ${od}
-routes:
-  - {name: all, cluster: od}
-"#,
-        &[
-            ("admin", &admin),
-            ("port", &port),
-            ("endpoints", &endpoints.join(", ")),
-            ("od", &od),
-        ],
-    );
-    (Gateway::start(&yaml), port)
+    let gw = Gateway::builder()
+        .yaml(NO_ACCESS_LOG)
+        .cluster_yaml(&format!(
+            "{{name: od, connect_timeout: 500ms, endpoints: [{}], outlier_detection: {od}}}",
+            endpoints.join(", ")
+        ))
+        .route("{name: all, cluster: od}")
+        .start();
+    let port = gw.port();
+    (gw, port)
 }
 
 /// A client that opens a new connection for every request. The gateway
@@ -758,26 +682,12 @@ async fn circuit_breaker_sheds_load_over_max_requests() {
     const DELAY: Duration = Duration::from_secs(2);
     let slow = Upstream::switchable("slow");
     slow.set_delay(DELAY);
-    let (admin, port) = (free_port(), free_port());
-    let gw = Gateway::start(&tpl(
-        r#"
-admin: {listen: "127.0.0.1:${admin}"}
-listeners:
-  - {name: public, listen: "127.0.0.1:${port}"}
-telemetry: {access_log: {enabled: false}}
-clusters:
-  - name: cb
-    endpoints: [{address: "${slow}"}]
-    circuit_breaker: {max_requests: 10}
-routes:
-  - {name: all, cluster: cb}
-"#,
-        &[
-            ("admin", &admin),
-            ("port", &port),
-            ("slow", &slow.address()),
-        ],
-    ));
+    let gw = Gateway::builder()
+        .yaml(NO_ACCESS_LOG)
+        .cluster("cb", &[&slow], "circuit_breaker: {max_requests: 10}")
+        .route("{name: all, cluster: cb}")
+        .start();
+    let port = gw.port();
     let client = http_client();
     let barrier = Arc::new(tokio::sync::Barrier::new(50));
     let mut tasks = Vec::new();
@@ -875,16 +785,12 @@ async fn local_only_never_leaves_the_zone() {
     let zone_a = [("cluster", CLUSTER), ("zone", "a")];
 
     topo.up("a2").set_healthy(false);
-    wait_metric(
-        &gw,
-        "gateway_endpoint_healthy",
-        &zone_a,
-        1.0,
-        Duration::from_secs(5),
-    )
-    .await;
+    gw.metric("gateway_endpoint_healthy", &zone_a)
+        .within(Duration::from_secs(5))
+        .eventually_eq(1.0)
+        .await;
     let before = topo.counts();
-    fire(port, 300, 4).await;
+    fire(port, "/r/", 300, 4).await;
     let half = topo.since(&before);
     assert_eq!(
         (
@@ -898,16 +804,12 @@ async fn local_only_never_leaves_the_zone() {
     );
 
     topo.up("a1").set_healthy(false);
-    wait_metric(
-        &gw,
-        "gateway_endpoint_healthy",
-        &zone_a,
-        0.0,
-        Duration::from_secs(5),
-    )
-    .await;
+    gw.metric("gateway_endpoint_healthy", &zone_a)
+        .within(Duration::from_secs(5))
+        .eventually_eq(0.0)
+        .await;
     let before = topo.counts();
-    fire(port, 300, 4).await;
+    fire(port, "/r/", 300, 4).await;
     let none = topo.since(&before);
     eprintln!("local_only: a2 down {half:?}; zone a all down (panic within the zone) {none:?}");
     assert_eq!(
@@ -938,58 +840,28 @@ async fn local_only_never_leaves_the_zone() {
 // 7. Health state across reloads.
 // ---------------------------------------------------------------------------
 
-fn reload_yaml(
-    admin: u16,
-    port: u16,
+/// Cluster `kept` (outlier detection) over `e1` and `e2`, and a
+/// direct-response route whose status marks the generation.
+fn reload_config(
+    b: GatewayBuilder,
     e1: &str,
     e2: &str,
     route_status: u16,
     connect: &str,
-) -> String {
-    tpl(
-        r#"
-admin: {listen: "127.0.0.1:${admin}"}
-listeners:
-  - {name: public, listen: "127.0.0.1:${port}"}
-telemetry: {access_log: {enabled: false}}
-clusters:
-  - name: kept
-    connect_timeout: ${connect}
-    endpoints: [{address: "${e1}"}, {address: "${e2}"}]
-    outlier_detection: {consecutive_5xx: 2, base_ejection_time: 30s, max_ejection_percent: 50}
-routes:
-  - name: unrelated
-    match: {path: /unrelated}
-    direct_response: {status: ${status}}
-  - {name: main, cluster: kept}
-"#,
-        &[
-            ("admin", &admin),
-            ("port", &port),
-            ("e1", &e1),
-            ("e2", &e2),
-            ("status", &route_status),
-            ("connect", &connect),
-        ],
-    )
-}
-
-/// Polls admin `/config` (up to 10 s) until `generation` is `want`.
-async fn wait_generation(gw: &Gateway, want: u64) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut last = serde_json::Value::Null;
-    while Instant::now() < deadline {
-        let (status, body) = gw.admin_get("/config").await;
-        if status == 200 {
-            let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
-            last = v["generation"].clone();
-            if last.as_u64() == Some(want) {
-                return;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("expected admin /config generation {want} within 10 s, last saw {last}");
+) -> GatewayBuilder {
+    b.yaml(NO_ACCESS_LOG)
+        .cluster_yaml(&tpl(
+            r#"
+name: kept
+connect_timeout: ${connect}
+endpoints: [{address: "${e1}"}, {address: "${e2}"}]
+outlier_detection: {consecutive_5xx: 2, base_ejection_time: 30s, max_ejection_percent: 50}"#,
+            &[("e1", &e1), ("e2", &e2), ("connect", &connect)],
+        ))
+        .route(&format!(
+            "{{name: unrelated, match: {{path: /unrelated}}, direct_response: {{status: {route_status}}}}}"
+        ))
+        .route("{name: main, cluster: kept}")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -997,15 +869,8 @@ async fn health_state_survives_reload_of_an_unchanged_cluster() {
     let e1 = Upstream::switchable("e1");
     let e2 = Upstream::switchable("e2");
     e2.set_failing(true);
-    let (admin, port) = (free_port(), free_port());
-    let gw = Gateway::start(&reload_yaml(
-        admin,
-        port,
-        &e1.address(),
-        &e2.address(),
-        204,
-        "2s",
-    ));
+    let gw = reload_config(Gateway::builder(), &e1.address(), &e2.address(), 204, "2s").start();
+    let port = gw.port();
     let client = http_client();
     for _ in 0..10 {
         status_of(&client, port).await;
@@ -1014,11 +879,14 @@ async fn health_state_survives_reload_of_an_unchanged_cluster() {
     e2.set_failing(false); // healthy now, but ejected for 30 s
 
     // An unrelated route changes: cluster `kept` is carried over.
-    gw.write_file(
-        "gateway.yaml",
-        &reload_yaml(admin, port, &e1.address(), &e2.address(), 205, "2s"),
-    );
-    wait_generation(&gw, 2).await;
+    gw.rewrite(reload_config(
+        gw.same_ports(),
+        &e1.address(),
+        &e2.address(),
+        205,
+        "2s",
+    ));
+    gw.wait_generation(2).await;
     let r = client
         .get(url(port, "/unrelated"))
         .send()
@@ -1037,11 +905,14 @@ async fn health_state_survives_reload_of_an_unchanged_cluster() {
     );
 
     // The cluster itself changes: a new cluster, fresh health state.
-    gw.write_file(
-        "gateway.yaml",
-        &reload_yaml(admin, port, &e1.address(), &e2.address(), 205, "1s"),
-    );
-    wait_generation(&gw, 3).await;
+    gw.rewrite(reload_config(
+        gw.same_ports(),
+        &e1.address(),
+        &e2.address(),
+        205,
+        "1s",
+    ));
+    gw.wait_generation(3).await;
     let before = (e1.count(), e2.count());
     for _ in 0..60 {
         assert_eq!(status_of(&client, port).await, 200);
@@ -1085,20 +956,20 @@ async fn endpoint_health_and_cross_zone_bytes_metrics() {
         (2.0, 2.0, 2.0),
         "all healthy: expected gateway_endpoint_healthy a/b/c = 2/2/2"
     );
-    fire(port, 100, 4).await;
+    fire(port, "/r/", 100, 4).await;
     let m = gw.metrics().await;
     let bytes = |m: &str| metric(m, "gateway_cross_zone_bytes_total", &[("cluster", CLUSTER)]);
     assert_eq!(bytes(&m), 0.0, "only zone-a traffic: no cross-zone bytes");
 
     topo.up("a1").set_healthy(false);
-    let took = wait_metric(
-        &gw,
-        "gateway_endpoint_healthy",
-        &[("cluster", CLUSTER), ("zone", "a")],
-        1.0,
-        Duration::from_secs(5),
-    )
-    .await;
+    let took = gw
+        .metric(
+            "gateway_endpoint_healthy",
+            &[("cluster", CLUSTER), ("zone", "a")],
+        )
+        .within(Duration::from_secs(5))
+        .eventually_eq(1.0)
+        .await;
     let m = gw.metrics().await;
     assert_eq!(
         (healthy(&m, "a"), healthy(&m, "b"), healthy(&m, "c")),
@@ -1106,7 +977,7 @@ async fn endpoint_health_and_cross_zone_bytes_metrics() {
         "a1 down: expected gateway_endpoint_healthy a/b/c = 1/2/2"
     );
     let before = topo.counts();
-    fire(port, 400, 4).await;
+    fire(port, "/r/", 400, 4).await;
     let d = topo.since(&before);
     let off_zone = zone_sum(&d, 'b') + zone_sum(&d, 'c');
     assert!(
@@ -1115,12 +986,11 @@ async fn endpoint_health_and_cross_zone_bytes_metrics() {
     );
     // Response bodies to the client (GETs carry no request body).
     let want = (off_zone as usize * SWITCHABLE_BODY_LEN) as f64;
-    let start = Instant::now();
-    let mut got = bytes(&gw.metrics().await);
-    while got < want && start.elapsed() < Duration::from_secs(3) {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        got = bytes(&gw.metrics().await);
-    }
+    let (got, _) = gw
+        .metric("gateway_cross_zone_bytes_total", &[("cluster", CLUSTER)])
+        .within(Duration::from_secs(3))
+        .eventually(|v| v >= want)
+        .await;
     eprintln!(
         "metrics: a1 marked unhealthy after {took:?}; {off_zone} of 400 requests left zone a ({d:?}); \
          gateway_cross_zone_bytes_total {got} (= {off_zone} x {SWITCHABLE_BODY_LEN}-byte bodies: {want})"
@@ -1138,13 +1008,12 @@ async fn endpoint_health_and_cross_zone_bytes_metrics() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gateway_zone_env_override_changes_the_local_zone() {
     let topo = Topo::new();
-    let (admin, port) = (free_port(), free_port());
     // The file says zone a; the environment says zone b.
-    let gw = Gateway::start_with_env(
-        &topo_yaml(admin, port, &topo, "failover", 1),
-        &[("GATEWAY_ZONE", "b")],
-    );
-    fire(port, 300, 4).await;
+    let gw = topo_gateway(&topo, "failover", 1)
+        .env("GATEWAY_ZONE", "b")
+        .start();
+    let port = gw.port();
+    fire(port, "/r/", 300, 4).await;
     let c = topo.counts();
     eprintln!("GATEWAY_ZONE=b, 300 requests: {c:?}");
     assert_eq!(
@@ -1187,40 +1056,31 @@ async fn tcp_health_check_marks_only_the_dead_port_unhealthy() {
     let live = Upstream::switchable("live");
     live.set_healthy(false); // an HTTP check would fail; a TCP one must not
     let dead = format!("127.0.0.1:{}", free_port());
-    let (admin, port) = (free_port(), free_port());
-    let gw = Gateway::start(&tpl(
-        r#"
-gateway: {locality: {region: r1, zone: a}}
-admin: {listen: "127.0.0.1:${admin}"}
-listeners:
-  - {name: public, listen: "127.0.0.1:${port}"}
-telemetry: {access_log: {enabled: false}}
-clusters:
-  - name: tcp
-    endpoints:
-      - {address: "${live}", zone: a, region: r1}
-      - {address: "${dead}", zone: a, region: r1}
-    health_check: {type: tcp, interval: 2s, jitter_percent: 0, timeout: 2s, healthy_threshold: 1, unhealthy_threshold: 1, initially_healthy: false}
-routes:
-  - {name: all, cluster: tcp}
-"#,
-        &[
-            ("admin", &admin),
-            ("port", &port),
-            ("live", &live.address()),
-            ("dead", &dead),
-        ],
-    ));
+    let gw = Gateway::builder()
+        .yaml("gateway: {locality: {region: r1, zone: a}}")
+        .yaml(NO_ACCESS_LOG)
+        .cluster_yaml(&tpl(
+            r#"
+name: tcp
+endpoints:
+  - {address: "${live}", zone: a, region: r1}
+  - {address: "${dead}", zone: a, region: r1}
+health_check: {type: tcp, interval: 2s, jitter_percent: 0, timeout: 2s, healthy_threshold: 1, unhealthy_threshold: 1, initially_healthy: false}"#,
+            &[("live", &live.address()), ("dead", &dead)],
+        ))
+        .route("{name: all, cluster: tcp}")
+        .start();
+    let port = gw.port();
     // Checks run at once, then every 2 s: the first one decides.
-    let took = wait_metric(
-        &gw,
-        "gateway_endpoint_healthy",
-        &[("cluster", "tcp"), ("zone", "a")],
-        1.0,
-        Duration::from_secs(5),
-    )
-    .await;
-    fire(port, 100, 4).await;
+    let took = gw
+        .metric(
+            "gateway_endpoint_healthy",
+            &[("cluster", "tcp"), ("zone", "a")],
+        )
+        .within(Duration::from_secs(5))
+        .eventually_eq(1.0)
+        .await;
+    fire(port, "/r/", 100, 4).await;
     eprintln!(
         "tcp check: 1 of 2 healthy {took:?} after start; live served {} of 100 requests",
         live.count()
