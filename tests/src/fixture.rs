@@ -25,7 +25,9 @@ const EVENTUALLY: Duration = Duration::from_secs(5);
 pub struct GatewayBuilder {
     admin: u16,
     port: u16,
+    listener_name: Option<String>,
     listener_extra: String,
+    dir: Option<std::sync::Arc<tempfile::TempDir>>,
     top: String,
     clusters: String,
     routes: String,
@@ -39,6 +41,7 @@ impl GatewayBuilder {
         GatewayBuilder {
             admin: free_port(),
             port: free_port(),
+            dir: Some(std::sync::Arc::new(tempfile::tempdir().expect("tempdir"))),
             ..Default::default()
         }
     }
@@ -58,6 +61,34 @@ impl GatewayBuilder {
     pub fn listener(mut self, extra: &str) -> Self {
         self.listener_extra = format!(", {extra}");
         self
+    }
+
+    /// Names the listener (default `public`).
+    pub fn listener_name(mut self, name: &str) -> Self {
+        self.listener_name = Some(name.to_string());
+        self
+    }
+
+    /// Writes `leaf` as `gw.pem` / `gw.key` into the gateway's directory and
+    /// makes the listener terminate TLS with it.
+    pub fn tls(self, leaf: &crate::LeafCert) -> Self {
+        leaf.write(self.dir_path(), "gw.pem", "gw.key");
+        self.listener("tls: {cert: gw.pem, key: gw.key}")
+    }
+
+    /// Writes `text` to `name` in the gateway's directory (certificates,
+    /// key files, anything the config refers to by relative path).
+    pub fn file(self, name: &str, text: &str) -> Self {
+        std::fs::write(self.dir_path().join(name), text).expect("write fixture file");
+        self
+    }
+
+    /// The directory the gateway will run in (made on first use).
+    pub fn dir_path(&self) -> &std::path::Path {
+        self.dir
+            .as_ref()
+            .expect("a builder of Gateway::same_ports has no directory")
+            .path()
     }
 
     /// A top-level YAML fragment (e.g. `telemetry: {...}`), verbatim.
@@ -134,8 +165,12 @@ impl GatewayBuilder {
             return whole.clone();
         }
         let mut y = format!(
-            "admin: {{listen: \"127.0.0.1:{}\"}}\nlisteners:\n  - {{name: public, listen: \"127.0.0.1:{}\"{}}}\n{}",
-            self.admin, self.port, self.listener_extra, self.top
+            "admin: {{listen: \"127.0.0.1:{}\"}}\nlisteners:\n  - {{name: {}, listen: \"127.0.0.1:{}\"{}}}\n{}",
+            self.admin,
+            self.listener_name.as_deref().unwrap_or("public"),
+            self.port,
+            self.listener_extra,
+            self.top
         );
         for (key, items) in [("clusters", &self.clusters), ("routes", &self.routes)] {
             if !items.is_empty() {
@@ -145,14 +180,29 @@ impl GatewayBuilder {
         y
     }
 
-    /// Starts the gateway and waits until it is ready (see [`Gateway::start`]).
-    pub fn start(self) -> Gateway {
+    /// Starts the gateway in its directory and waits until it is ready
+    /// (see [`Gateway::start_in`]).
+    pub fn start(mut self) -> Gateway {
+        let yaml = self.to_yaml();
         let env: Vec<(&str, &str)> = self
             .env
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
-        Gateway::start_with_env(&self.to_yaml(), &env)
+        let dir = match self.dir.take().map(std::sync::Arc::try_unwrap) {
+            Some(Ok(dir)) => dir,
+            // A clone of this builder still holds the directory: copy its files.
+            Some(Err(shared)) => {
+                let dir = tempfile::tempdir().expect("tempdir");
+                for e in std::fs::read_dir(shared.path()).expect("read fixture dir") {
+                    let e = e.expect("fixture dir entry");
+                    std::fs::copy(e.path(), dir.path().join(e.file_name())).expect("copy");
+                }
+                dir
+            }
+            None => tempfile::tempdir().expect("tempdir"),
+        };
+        Gateway::start_in_with_env(dir, &yaml, &env)
     }
 }
 

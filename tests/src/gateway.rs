@@ -230,7 +230,11 @@ impl Gateway {
     /// environment only (changing the test process's environment would leak
     /// into every gateway other tests start at the same time).
     pub fn start_with_env(yaml: &str, env: &[(&str, &str)]) -> Gateway {
-        let dir = tempfile::tempdir().expect("tempdir");
+        Self::start_in_with_env(tempfile::tempdir().expect("tempdir"), yaml, env)
+    }
+
+    /// [`Gateway::start_in`] with `env` as in [`Gateway::start_with_env`].
+    pub fn start_in_with_env(dir: TempDir, yaml: &str, env: &[(&str, &str)]) -> Gateway {
         let mut gw = Self::spawn_env(dir, yaml, &["run"], env);
         gw.wait_until_ready();
         gw

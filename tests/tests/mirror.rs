@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use gateway_tests::{
-    free_port, http_client, http_client_with_host, metric_value, pseudo_random_bytes, sha256_hex,
-    tpl, url, Gateway, Reply, RequestInfo, Upstream, GENERATED_CHUNK,
+    free_port, http_client, http_client_with_host, metric, pseudo_random_bytes, sha256_hex, url,
+    wait_metrics, Gateway, Reply, RequestInfo, Upstream, GENERATED_CHUNK,
 };
 
 const MIB: usize = 1024 * 1024;
@@ -20,47 +20,27 @@ const MIRROR_HEADER: &str = "x-gateway-mirror";
 /// YAML (a block sequence, indented by two spaces); returns it and its
 /// traffic port.
 fn start(clusters: &[(&str, String)], routes: &str) -> (Gateway, u16) {
-    let (admin, port) = (free_port(), free_port());
-    let clusters: String = clusters
-        .iter()
-        .map(|(name, addr)| format!("  - {{name: {name}, endpoints: [{{address: \"{addr}\"}}]}}\n"))
-        .collect();
-    let yaml = tpl(
-        r#"
-admin: {listen: "127.0.0.1:${admin}"}
-listeners:
-  - {name: public, listen: "127.0.0.1:${port}"}
-clusters:
-${clusters}routes:
-${routes}"#,
-        &[
-            ("admin", &admin),
-            ("port", &port),
-            ("clusters", &clusters),
-            ("routes", &routes),
-        ],
-    );
-    (Gateway::start(&yaml), port)
+    let mut b = Gateway::builder();
+    for (name, addr) in clusters {
+        b = b.cluster_yaml(&format!(
+            "{{name: {name}, endpoints: [{{address: \"{addr}\"}}]}}"
+        ));
+    }
+    let gw = b.routes_yaml(routes).start();
+    let port = gw.port();
+    (gw, port)
 }
 
 /// `gateway_mirror_requests_total{route,result}` (0 when absent).
 fn mirrored(metrics: &str, route: &str, result: &str) -> u64 {
-    metric_value(
-        metrics,
-        "gateway_mirror_requests_total",
-        &[("route", route), ("result", result)],
-    )
-    .unwrap_or(0.0) as u64
+    let labels = [("route", route), ("result", result)];
+    metric(metrics, "gateway_mirror_requests_total", &labels) as u64
 }
 
 /// `gateway_mirror_mismatch_total{route,kind}` (0 when absent).
 fn mismatches(metrics: &str, route: &str, kind: &str) -> u64 {
-    metric_value(
-        metrics,
-        "gateway_mirror_mismatch_total",
-        &[("route", route), ("kind", kind)],
-    )
-    .unwrap_or(0.0) as u64
+    let labels = [("route", route), ("kind", kind)];
+    metric(metrics, "gateway_mirror_mismatch_total", &labels) as u64
 }
 
 /// Every result of a route's copies, for messages.
@@ -70,19 +50,6 @@ fn results(metrics: &str, route: &str) -> String {
         .map(|r| format!("{r}={}", mirrored(metrics, route, r)))
         .collect::<Vec<_>>()
         .join(" ")
-}
-
-/// Polls `/metrics` every 50 ms until `done` holds or `limit` passes;
-/// returns the last text (the caller asserts on it).
-async fn wait_metrics(gw: &Gateway, limit: Duration, done: impl Fn(&str) -> bool) -> String {
-    let deadline = Instant::now() + limit;
-    loop {
-        let m = gw.metrics().await;
-        if done(&m) || Instant::now() >= deadline {
-            return m;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// Waits (bounded by `limit`) until the route's `sent` count equals the
@@ -103,14 +70,14 @@ async fn settle_sent(gw: &Gateway, route: &str, shadow: &Upstream, limit: Durati
     }
 }
 
-/// The `(lo, hi)` integer range within 3 sigma of Binomial(n, p)'s mean.
-fn three_sigma(n: usize, p: f64) -> (u64, u64, f64) {
-    let mean = n as f64 * p;
-    let sigma = (n as f64 * p * (1.0 - p)).sqrt();
+/// The `(lo, hi)` integer range within 3 sigma of Binomial(n, p)'s mean
+/// ([`gateway_tests::three_sigma`]), and sigma.
+fn sigma_range(n: usize, p: f64) -> (u64, u64, f64) {
+    let (mean, bound) = gateway_tests::three_sigma(n as u64, p);
     (
-        (mean - 3.0 * sigma).max(0.0).ceil() as u64,
-        (mean + 3.0 * sigma).floor() as u64,
-        sigma,
+        (mean - bound).max(0.0).ceil() as u64,
+        (mean + bound).floor() as u64,
+        bound / 3.0,
     )
 }
 
@@ -171,7 +138,7 @@ async fn ten_percent_of_2000_requests_are_mirrored() {
         "no primary request should carry {MIRROR_HEADER}"
     );
     let got = shadow.count();
-    let (lo, hi, sigma) = three_sigma(N, P);
+    let (lo, hi, sigma) = sigma_range(N, P);
     assert!(
         (lo..=hi).contains(&got),
         "mirror should see {lo}..={hi} of {N} requests at 10% (mean {}, sigma {sigma:.2}, 3 sigma), got {got}",
@@ -290,7 +257,7 @@ async fn key_sampling_mirrors_the_same_ids_every_pass() {
             .collect()
     };
     let (first, second) = (seen(1), seen(2));
-    let (lo, hi, sigma) = three_sigma(N, P);
+    let (lo, hi, sigma) = sigma_range(N, P);
     assert!(
         (lo..=hi).contains(&(first.len() as u64)),
         "pass 1 should mirror {lo}..={hi} of {N} ids at 30% (sigma {sigma:.2}), got {}",
@@ -626,7 +593,7 @@ async fn bodies_are_teed_intact_and_oversized_ones_abandoned() {
 /// Sends `n` requests to `path_prefix/i` (GETs, or POSTs with 1 KiB when
 /// `i` is odd) all at once when `concurrent`, else one after another; asserts
 /// each gets the primary's own 200 well under `bound`; returns the slowest.
-async fn fire(
+async fn send_timed(
     port: u16,
     path_prefix: &str,
     n: usize,
@@ -713,10 +680,10 @@ async fn primary_never_waits_for_a_dead_slow_or_full_mirror() {
     assert_eq!(warm.status(), 200, "warm-up request");
     let _ = warm.bytes().await;
 
-    let down = fire(port, "/down", N, false, BOUND).await;
-    let slowest = fire(port, "/slow", N, false, BOUND).await;
+    let down = send_timed(port, "/down", N, false, BOUND).await;
+    let slowest = send_timed(port, "/slow", N, false, BOUND).await;
     let t0 = Instant::now();
-    let full = fire(port, "/full", N, true, BOUND).await;
+    let full = send_timed(port, "/full", N, true, BOUND).await;
     let burst = t0.elapsed();
 
     let m = wait_metrics(&gw, Duration::from_secs(8), |m| {
@@ -907,9 +874,9 @@ async fn a_retried_request_still_mirrors_its_whole_body() {
     let primary = Upstream::named("primary");
     let shadow = Upstream::named("shadow");
     let dead = free_port();
-    let (admin, port) = (free_port(), free_port());
-    let gw = Gateway::start(&tpl(
-        r#"
+    let gw = Gateway::builder()
+        .config(
+            r#"
 admin: {listen: "127.0.0.1:${admin}"}
 listeners:
   - {name: public, listen: "127.0.0.1:${port}"}
@@ -919,14 +886,14 @@ clusters:
 routes:
   - {name: retried, cluster: flaky, retries: {attempts: 3, on: [connect-failure]}, mirror: [{cluster: shadow}]}
 "#,
-        &[
-            ("admin", &admin),
-            ("port", &port),
-            ("dead", &dead),
-            ("primary", &primary.address()),
-            ("shadow", &shadow.address()),
-        ],
-    ));
+            &[
+                ("dead", &dead),
+                ("primary", &primary.address()),
+                ("shadow", &shadow.address()),
+            ],
+        )
+        .start();
+    let port = gw.port();
     let mut want = Vec::new();
     for i in 0..N {
         let data = pseudo_random_bytes(64 * 1024, 100 + 2 * i as u64);
@@ -941,7 +908,7 @@ routes:
             >= N as u64
     })
     .await;
-    let retries = metric_value(&m, "gateway_retries_total", &[("route", "retried")]).unwrap_or(0.0);
+    let retries = metric(&m, "gateway_retries_total", &[("route", "retried")]);
     let copies = shadow.requests();
     let got: Vec<_> = want
         .iter()
