@@ -329,6 +329,16 @@ impl Gateway {
     }
 }
 
+/// A flow sequence of endpoints at `addresses` (`{address: "A"}, ...`),
+/// for endpoints that are not [`Upstream`]s (dead ports, other hosts).
+pub fn endpoints(addresses: &[String]) -> String {
+    addresses
+        .iter()
+        .map(|a| format!("{{address: \"{a}\"}}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// The sum of the series `name{labels}` of one `/metrics` text; 0 when absent.
 pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
     metric_value(text, name, labels).unwrap_or(0.0)

@@ -2,27 +2,14 @@
 
 use std::time::{Duration, Instant};
 
-use gateway_tests::{free_port, http_client, tpl, url, Gateway, Upstream};
+use gateway_tests::{free_port, http_client, url, Gateway, Upstream};
 
 fn start(cluster_yaml: &str, route_extra: &str) -> (Gateway, u16) {
-    let (admin, port) = (free_port(), free_port());
-    let gw = Gateway::start(&tpl(
-        r#"
-admin: {listen: "127.0.0.1:${admin}"}
-listeners:
-  - {name: public, listen: "127.0.0.1:${port}"}
-clusters:
-  - ${cluster}
-routes:
-  - {name: r, cluster: c${extra}}
-"#,
-        &[
-            ("admin", &admin),
-            ("port", &port),
-            ("cluster", &cluster_yaml),
-            ("extra", &route_extra),
-        ],
-    ));
+    let gw = Gateway::builder()
+        .cluster_yaml(cluster_yaml)
+        .route(&format!("{{name: r, cluster: c{route_extra}}}"))
+        .start();
+    let port = gw.port();
     (gw, port)
 }
 
