@@ -3,27 +3,19 @@
 
 use futures_util::StreamExt;
 use gateway_tests::{
-    free_port, http_client, pseudo_random_bytes, sha256_hex, tpl, url, Gateway, Upstream,
-    DOWNLOAD_SEED, GENERATED_CHUNK,
+    http_client, pseudo_random_bytes, sha256_hex, url, Gateway, Upstream, DOWNLOAD_SEED,
+    GENERATED_CHUNK,
 };
 use sha2::{Digest, Sha256};
 
 const MIB: usize = 1024 * 1024;
 
 fn start(up: &Upstream) -> (Gateway, u16) {
-    let (admin, port) = (free_port(), free_port());
-    let gw = Gateway::start(&tpl(
-        r#"
-admin: {listen: "127.0.0.1:${admin}"}
-listeners:
-  - {name: public, listen: "127.0.0.1:${port}"}
-clusters:
-  - {name: up, endpoints: [{address: "${up}"}]}
-routes:
-  - {name: all, cluster: up}
-"#,
-        &[("admin", &admin), ("port", &port), ("up", &up.address())],
-    ));
+    let gw = Gateway::builder()
+        .cluster("up", &[up], "")
+        .route("{name: all, cluster: up}")
+        .start();
+    let port = gw.port();
     (gw, port)
 }
 
