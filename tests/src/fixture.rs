@@ -63,6 +63,13 @@ impl GatewayBuilder {
         self
     }
 
+    /// Runs the gateway in `dir` (which may already hold files the config
+    /// refers to) instead of a fresh directory.
+    pub fn in_dir(mut self, dir: tempfile::TempDir) -> Self {
+        self.dir = Some(std::sync::Arc::new(dir));
+        self
+    }
+
     /// Names the listener (default `public`).
     pub fn listener_name(mut self, name: &str) -> Self {
         self.listener_name = Some(name.to_string());

@@ -3,8 +3,8 @@
 
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
-use std::time::{Duration, Instant};
 
+pub use gateway_tests::{error_chain, tail};
 use gateway_tests::{metric_value, Gateway, RequestInfo, Upstream};
 
 pub const B_TD: &str = "cluster-b.example";
@@ -45,17 +45,6 @@ pub struct Outcome {
     pub status: u16,
     pub www_authenticate: Option<String>,
     pub body: String,
-}
-
-/// The whole `source()` chain of an error, for failure messages.
-pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let _ = write!(s, ": {c}");
-        cur = c.source();
-    }
-    s
 }
 
 /// Sends `method url` with an optional bearer token and extra headers.
@@ -109,12 +98,6 @@ pub async fn send_ok(
                 tail(&gw.stderr(), 40)
             )
         })
-}
-
-/// The last `n` lines of `text`.
-pub fn tail(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 /// Asserts a 401 for an invalid token: `WWW-Authenticate` starts with
@@ -240,27 +223,6 @@ pub fn parse_xfcc(element: &str) -> Vec<(String, String)> {
 /// `gateway_authn_total` summed over the series with these labels (0 when none).
 pub fn authn(metrics: &str, labels: &[(&str, &str)]) -> f64 {
     metric_value(metrics, "gateway_authn_total", labels).unwrap_or(0.0)
-}
-
-/// Waits (up to `limit`) until the admin `/config` generation is at least
-/// `generation`; panics otherwise.
-pub async fn wait_generation(gw: &Gateway, generation: u64, limit: Duration) {
-    let start = Instant::now();
-    loop {
-        let (_, body) = gw.admin_get("/config").await;
-        let cfg: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
-        if cfg["generation"].as_u64().unwrap_or(0) >= generation {
-            return;
-        }
-        assert!(
-            start.elapsed() < limit,
-            "config generation {generation} not reached within {limit:?}; /config says {:?} (reload: {})\n--- gateway stderr ---\n{}",
-            cfg["generation"],
-            cfg["reload"],
-            tail(&gw.stderr(), 40)
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// The admin JWKS (`GET /.well-known/jwks.json`), parsed; panics unless 200 JSON.

@@ -3,7 +3,7 @@
 //! mints against the JWKS the gateway serves.
 
 use gateway_tests::jwt::{self, SigningKey};
-use gateway_tests::{free_port, http_client, tpl, Gateway, Upstream};
+use gateway_tests::{http_client, Gateway, Upstream};
 
 use crate::common::*;
 
@@ -23,10 +23,9 @@ async fn pyjwt_tokens_are_accepted_and_minted_tokens_verify_in_pyjwt() {
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(dir.path().join("jwks.json"), jwt::jwks_json(&[&rsa, &ec])).unwrap();
     std::fs::write(dir.path().join("token.key"), signer.private_key_pem()).unwrap();
-    let (admin, port) = (free_port(), free_port());
-    let gw = Gateway::start_in(
-        dir,
-        &tpl(
+    let gw = Gateway::builder()
+        .in_dir(dir)
+        .config(
             r#"
 admin: {listen: "${ip}:${admin}"}
 trust_domains:
@@ -51,15 +50,14 @@ routes:
 "#,
             &[
                 ("ip", &B_GW_IP),
-                ("admin", &admin),
-                ("port", &port),
                 ("iss", &B_ISSUER),
                 ("gw_iss", &GW_ISSUER),
                 ("aud", &API_AUD),
                 ("up", &up.address()),
             ],
-        ),
-    );
+        )
+        .start();
+    let port = gw.port();
     let client = http_client();
     let jwks = admin_jwks(&gw).await;
 

@@ -3,7 +3,7 @@
 //! identity headers never reach an upstream.
 
 use gateway_tests::jwt::{self, SigningKey};
-use gateway_tests::{free_port, http_client, tpl, Gateway, Upstream};
+use gateway_tests::{http_client, Gateway, Upstream};
 use serde_json::json;
 
 use crate::common::*;
@@ -24,10 +24,9 @@ fn start_jwt_gateway() -> JwtFixture {
     let up = Upstream::named_at(ip(B_SVC_IP), "api");
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(dir.path().join("jwks.json"), jwt::jwks_json(&[&rsa, &ec])).unwrap();
-    let (admin, port) = (free_port(), free_port());
-    let gw = Gateway::start_in(
-        dir,
-        &tpl(
+    let gw = Gateway::builder()
+        .in_dir(dir)
+        .config(
             r#"
 admin: {listen: "${ip}:${admin}"}
 trust_domains:
@@ -49,15 +48,10 @@ routes:
     match: {path_prefix: /open}
     cluster: api
 "#,
-            &[
-                ("ip", &B_GW_IP),
-                ("admin", &admin),
-                ("port", &port),
-                ("iss", &B_ISSUER),
-                ("up", &up.address()),
-            ],
-        ),
-    );
+            &[("ip", &B_GW_IP), ("iss", &B_ISSUER), ("up", &up.address())],
+        )
+        .start();
+    let port = gw.port();
     JwtFixture {
         gw,
         up,
