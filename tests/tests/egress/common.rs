@@ -11,9 +11,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use gateway_tests::{
-    free_port, metric_value, pseudo_random_bytes, sha256_hex, Gateway, TestCa, DOWNLOAD_SEED,
-};
+pub use gateway_tests::{error_chain, tail};
+use gateway_tests::{pseudo_random_bytes, sha256_hex, Gateway, TestCa, DOWNLOAD_SEED};
 use tempfile::TempDir;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -51,12 +50,6 @@ pub fn big_sha() -> &'static str {
     SHA.get_or_init(|| sha256_hex(&pseudo_random_bytes(BIG, DOWNLOAD_SEED)))
 }
 
-/// The last `n` lines of `text`.
-pub fn tail(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
-}
-
 /// A gateway with one egress listener.
 pub struct Egress {
     pub gw: Gateway,
@@ -69,13 +62,13 @@ impl Egress {
     /// and then `rest`: further top-level YAML (`egress:`,
     /// `trust_domains:`), placeholders already filled.
     pub fn start(dir: TempDir, rest: &str) -> Egress {
-        let (admin, port) = (free_port(), free_port());
-        let yaml = format!(
-            "admin: {{listen: \"127.0.0.1:{admin}\"}}\n\
-             listeners:\n  - {{name: egress, listen: \"127.0.0.1:{port}\", mode: egress}}\n\
-             {rest}\n"
-        );
-        let gw = Gateway::start_in(dir, &yaml);
+        let gw = Gateway::builder()
+            .in_dir(dir)
+            .listener_name("egress")
+            .listener("mode: egress")
+            .yaml(rest)
+            .start();
+        let port = gw.port();
         Egress { gw, port }
     }
 
@@ -99,42 +92,14 @@ impl Egress {
         tail(&self.gw.stderr(), 40)
     }
 
-    /// `gateway_egress_requests_total{decision,rule}` (0 when absent).
-    pub async fn requests(&self, decision: &str, rule: &str) -> f64 {
-        let text = self.gw.metrics().await;
-        metric_value(
-            &text,
-            "gateway_egress_requests_total",
-            &[("decision", decision), ("rule", rule)],
-        )
-        .unwrap_or(0.0)
-    }
-
-    /// Every `gateway_egress_requests_total` sample, as `decision/rule =
-    /// value` lines (for failure messages).
-    pub async fn all_requests(&self) -> String {
-        let text = self.gw.metrics().await;
-        text.lines()
-            .filter(|l| l.starts_with("gateway_egress_requests_total"))
-            .collect::<Vec<_>>()
-            .join("\n")
-    }
-
     /// Asserts `gateway_egress_requests_total{decision,rule}` equals `want`,
     /// polling up to 5 s (the gateway answers before it counts).
     pub async fn assert_requests(&self, decision: &str, rule: &str, want: f64) {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        let mut got = self.requests(decision, rule).await;
-        while got != want && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            got = self.requests(decision, rule).await;
-        }
-        assert_eq!(
-            got,
-            want,
-            "gateway_egress_requests_total{{decision=\"{decision}\",rule=\"{rule}\"}}: expected {want}, got {got}\nall egress request samples:\n{}",
-            self.all_requests().await
-        );
+        let labels = [("decision", decision), ("rule", rule)];
+        self.gw
+            .metric("gateway_egress_requests_total", &labels)
+            .eventually_eq(want)
+            .await;
     }
 
     /// Waits (up to 5 s) for `n` access-log lines of kind `egress`
@@ -504,18 +469,6 @@ pub fn proxied_client(
         b = b.add_root_certificate(root);
     }
     b.build().expect("build proxied reqwest client")
-}
-
-/// The whole `source()` chain of an error.
-pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 /// `GET url` through `client`: status, headers, body length and SHA-256;
