@@ -4,6 +4,7 @@
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 
+use gateway_tests::jwt::{self, SigningKey};
 pub use gateway_tests::{error_chain, tail};
 use gateway_tests::{metric_value, Gateway, RequestInfo, Upstream};
 
@@ -254,4 +255,54 @@ pub fn bearer_of(req: &RequestInfo) -> String {
         "Authorization is not `Bearer <jwt>`: {auth:?}"
     );
     token.trim().to_string()
+}
+
+/// The issuer of the tokens cluster B's gateway mints.
+pub const B_TOKEN_ISSUER: &str = "https://gw.cluster-b.example";
+
+/// A cluster-B gateway on [`B_GW_IP`] for the JWT tests: trust domain
+/// `cluster-b.example` whose issuer [`B_ISSUER`] (audience `edge`) has
+/// `keys` (file `jwks.json`); with `signer`, a token issuer
+/// [`B_TOKEN_ISSUER`] signing with it (file `token.key`); listener
+/// `listener`, one cluster named like `up`, and `routes` (YAML lines under
+/// `routes:`).
+pub fn b_jwt_gateway(
+    keys: &[&SigningKey],
+    signer: Option<&SigningKey>,
+    listener: &str,
+    up: &Upstream,
+    routes: &str,
+) -> Gateway {
+    let mut b = Gateway::builder().file("jwks.json", &jwt::jwks_json(keys));
+    let mut token_issuer = String::new();
+    if let Some(signer) = signer {
+        b = b.file("token.key", signer.private_key_pem());
+        token_issuer = format!("token_issuer: {{issuer: \"{B_TOKEN_ISSUER}\", key: token.key}}");
+    }
+    b.config(
+        r#"
+admin: {listen: "${ip}:${admin}"}
+trust_domains:
+  - name: cluster-b.example
+    jwt_issuers:
+      - {issuer: "${iss}", audiences: [edge], jwks_file: jwks.json}
+${token_issuer}
+listeners:
+  - {name: ${listener}, listen: "${ip}:${port}"}
+clusters:
+  - {name: ${cluster}, endpoints: [{address: "${up}"}]}
+routes:
+${routes}
+"#,
+        &[
+            ("ip", &B_GW_IP),
+            ("iss", &B_ISSUER),
+            ("token_issuer", &token_issuer),
+            ("listener", &listener),
+            ("cluster", &up.name()),
+            ("up", &up.address()),
+            ("routes", &routes.trim_matches('\n')),
+        ],
+    )
+    .start()
 }

@@ -143,33 +143,19 @@ async fn jwks_file_and_token_issuer_key_reload() {
     let signer_1 = SigningKey::es256("unused");
     let signer_2 = SigningKey::es256("unused");
     let up = Upstream::named_at(ip(B_SVC_IP), "api");
-    let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(dir.path().join("jwks.json"), jwt::jwks_json(&[&old])).unwrap();
-    std::fs::write(dir.path().join("token.key"), signer_1.private_key_pem()).unwrap();
-    let gw = Gateway::builder()
-        .in_dir(dir)
-        .config(
-            r#"
-admin: {listen: "${ip}:${admin}"}
-trust_domains:
-  - name: cluster-b.example
-    jwt_issuers:
-      - {issuer: "${iss}", audiences: [edge], jwks_file: jwks.json}
-token_issuer: {issuer: "https://gw.cluster-b.example", key: token.key}
-listeners:
-  - {name: mesh, listen: "${ip}:${port}"}
-clusters:
-  - {name: api, endpoints: [{address: "${up}"}]}
-routes:
+    let gw = b_jwt_gateway(
+        &[&old],
+        Some(&signer_1),
+        "mesh",
+        &up,
+        r#"
   - name: api
     match: {path_prefix: /api}
     cluster: api
     auth: {jwt: required}
     identity: {token: {audience: api.cluster-b}}
 "#,
-            &[("ip", &B_GW_IP), ("iss", &B_ISSUER), ("up", &up.address())],
-        )
-        .start();
+    );
     let port = gw.port();
     let client = http_client();
     let claims = jwt::claims(B_ISSUER, "user-42", "edge");

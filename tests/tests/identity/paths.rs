@@ -102,33 +102,19 @@ async fn malformed_credentials_are_refused_and_token_headers_are_the_gateways() 
     let key = SigningKey::es256("b-1");
     let signer = SigningKey::es256("gw-1");
     let up = Upstream::named_at(ip(B_SVC_IP), "svc");
-    let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(dir.path().join("jwks.json"), jwt::jwks_json(&[&key])).unwrap();
-    std::fs::write(dir.path().join("signer.key"), signer.private_key_pem()).unwrap();
-    let gw = Gateway::builder()
-        .in_dir(dir)
-        .config(
-            r#"
-admin: {listen: "${ip}:${admin}"}
-trust_domains:
-  - name: cluster-b.example
-    jwt_issuers:
-      - {issuer: "${iss}", audiences: [edge], jwks_file: jwks.json}
-token_issuer: {issuer: "https://gw.cluster-b.example", key: signer.key}
-listeners:
-  - {name: edge, listen: "${ip}:${port}"}
-clusters:
-  - {name: svc, endpoints: [{address: "${up}"}]}
-routes:
+    let gw = b_jwt_gateway(
+        &[&key],
+        Some(&signer),
+        "edge",
+        &up,
+        r#"
   - name: optional
     match: {path_prefix: /optional}
     cluster: svc
     auth: {jwt: optional}
     identity: {token: {audience: svc, header: x-gw-token}}
 "#,
-            &[("ip", &B_GW_IP), ("iss", &B_ISSUER), ("up", &up.address())],
-        )
-        .start();
+    );
     let port = gw.port();
     let good = key.sign(&jwt::claims(B_ISSUER, "user-1", "edge"));
     let good_header = format!("Authorization: Bearer {good}");
