@@ -439,18 +439,31 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
 }
 
 /// Sends `n` GETs of `{prefix}{i}` to `port` from `workers` concurrent
-/// tasks; panics unless every answer is 200 (naming the status and the
-/// `x-upstream` that sent it).
+/// tasks; panics unless every answer is 200 (see [`fire_with`]).
 pub async fn fire(port: u16, prefix: &str, n: usize, workers: usize) {
+    let prefix = prefix.to_string();
+    fire_with(n, workers, move |client, i| {
+        client.get(url(port, &format!("{prefix}{i}")))
+    })
+    .await
+}
+
+/// Sends the `n` requests `make(client, i)` from `workers` concurrent tasks;
+/// panics unless every answer is 200 (naming the status and the
+/// `x-upstream` that sent it).
+pub async fn fire_with(
+    n: usize,
+    workers: usize,
+    make: impl Fn(&reqwest::Client, usize) -> reqwest::RequestBuilder + Send + Sync + 'static,
+) {
     let client = http_client();
+    let make = std::sync::Arc::new(make);
     let mut tasks = Vec::new();
     for w in 0..workers {
-        let client = client.clone();
-        let prefix = prefix.to_string();
+        let (client, make) = (client.clone(), make.clone());
         tasks.push(tokio::spawn(async move {
             for i in (w..n).step_by(workers) {
-                let resp = client
-                    .get(url(port, &format!("{prefix}{i}")))
+                let resp = make(&client, i)
                     .send()
                     .await
                     .expect("request through the gateway");
@@ -461,6 +474,7 @@ pub async fn fire(port: u16, prefix: &str, n: usize, workers: usize) {
                     resp.status(),
                     resp.headers().get("x-upstream")
                 );
+                let _ = resp.bytes().await;
             }
         }));
     }

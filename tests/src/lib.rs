@@ -65,8 +65,8 @@ pub use client::{
     TlsOutcome,
 };
 pub use fixture::{
-    endpoints, error_chain, fire, metric, tail, three_sigma, wait_metrics, GatewayBuilder,
-    MetricMatcher,
+    endpoints, error_chain, fire, fire_with, metric, tail, three_sigma, wait_metrics,
+    GatewayBuilder, MetricMatcher,
 };
 pub use gateway::{gateway_bin, run_gateway, workspace_root, Gateway, GatewayOutput};
 pub use otlp::{show_spans, AttrValue, OtlpReceiver, ReceivedSpan, SpanKind};

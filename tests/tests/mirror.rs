@@ -7,10 +7,9 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
 use gateway_tests::{
-    free_port, http_client, http_client_with_host, metric, pseudo_random_bytes, sha256_hex, url,
-    wait_metrics, Gateway, Reply, RequestInfo, Upstream, GENERATED_CHUNK,
+    fire, fire_with, free_port, http_client, http_client_with_host, metric, pseudo_random_bytes,
+    sha256_hex, url, wait_metrics, Gateway, Reply, RequestInfo, Upstream, GENERATED_CHUNK,
 };
 
 const MIB: usize = 1024 * 1024;
@@ -99,29 +98,7 @@ async fn ten_percent_of_2000_requests_are_mirrored() {
         "  - {name: sampled, cluster: primary, mirror: [{cluster: shadow, percentage: 10}]}\n",
     );
 
-    let client = http_client();
-    let statuses: Vec<u16> = futures_util::stream::iter(0..N)
-        .map(|i| {
-            let client = client.clone();
-            async move {
-                let resp = client
-                    .get(url(port, &format!("/s/{i}")))
-                    .send()
-                    .await
-                    .expect("request through the gateway");
-                let status = resp.status().as_u16();
-                let _ = resp.bytes().await;
-                status
-            }
-        })
-        .buffer_unordered(16)
-        .collect()
-        .await;
-    let ok = statuses.iter().filter(|s| **s == 200).count();
-    assert_eq!(
-        ok, N,
-        "expected all {N} client requests to get 200, got {ok}"
-    );
+    fire(port, "/s/", N, 16).await;
 
     let m = settle_sent(&gw, "sampled", &shadow, Duration::from_secs(10)).await;
     assert_eq!(
@@ -201,28 +178,12 @@ async fn key_sampling_mirrors_the_same_ids_every_pass() {
         "  - {name: keyed, cluster: primary, mirror: [{cluster: shadow, percentage: 30, sample_key: x-request-id}]}\n",
     );
 
-    let client = http_client();
     for pass in 1..=2 {
-        let statuses: Vec<u16> = futures_util::stream::iter(0..N)
-            .map(|i| {
-                let client = client.clone();
-                async move {
-                    let resp = client
-                        .get(url(port, &format!("/pass{pass}/{i}")))
-                        .header("x-request-id", format!("id-{i}"))
-                        .send()
-                        .await
-                        .expect("request through the gateway");
-                    let status = resp.status().as_u16();
-                    let _ = resp.bytes().await;
-                    status
-                }
-            })
-            .buffer_unordered(8)
-            .collect()
-            .await;
-        let ok = statuses.iter().filter(|s| **s == 200).count();
-        assert_eq!(ok, N, "pass {pass}: expected {N} answers 200, got {ok}");
+        fire_with(N, 8, move |c, i| {
+            c.get(url(port, &format!("/pass{pass}/{i}")))
+                .header("x-request-id", format!("id-{i}"))
+        })
+        .await;
     }
     let m = settle_sent(&gw, "keyed", &shadow, Duration::from_secs(10)).await;
     assert_eq!(

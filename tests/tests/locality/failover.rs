@@ -30,24 +30,13 @@ async fn all_healthy_traffic_stays_in_the_local_zone() {
         "round robin within zone a: expected 500 +/- 1 at a1, got {c:?}"
     );
     let m = gw.metrics().await;
-    let by = |l| {
-        metric(
-            &m,
-            "gateway_upstream_requests_total",
-            &[("cluster", CLUSTER), ("locality", l)],
-        )
-    };
     assert_eq!(
-        (by("zone"), by("region"), by("remote")),
+        by_locality(&m),
         (1000.0, 0.0, 0.0),
         "expected gateway_upstream_requests_total zone/region/remote = 1000/0/0"
     );
     assert_eq!(
-        metric(
-            &m,
-            "gateway_cross_zone_bytes_total",
-            &[("cluster", CLUSTER)]
-        ),
+        cross_zone_bytes(&m),
         0.0,
         "no cross-zone traffic, so no cross-zone bytes"
     );
@@ -77,7 +66,7 @@ async fn half_the_local_zone_down_spills_per_envoys_formula() {
     const N: u64 = 2000;
     fire(port, "/r/", N as usize, 8).await;
     let d = topo.since(&before);
-    let (a, b, c) = (zone_sum(&d, 'a'), zone_sum(&d, 'b'), zone_sum(&d, 'c'));
+    let (a, b, c) = zones(&d);
     // P0 health = min(1, 1.4 x 1/2) = 0.7: zone a takes 70 %, zone b the
     // remaining 30 % (its health 1.0 covers it), zone c nothing.
     let (mean, bound) = three_sigma(N, 0.3);
@@ -98,13 +87,9 @@ async fn half_the_local_zone_down_spills_per_envoys_formula() {
         "round robin within zone b: expected b1 ~= b2, got {d:?}"
     );
     let m1 = gw.metrics().await;
-    let delta = |l| {
-        let labels = [("cluster", CLUSTER), ("locality", l)];
-        metric(&m1, "gateway_upstream_requests_total", &labels)
-            - metric(&m0, "gateway_upstream_requests_total", &labels)
-    };
+    let ((z1, r1, x1), (z0, r0, x0)) = (by_locality(&m1), by_locality(&m0));
     assert_eq!(
-        (delta("zone"), delta("region"), delta("remote")),
+        (z1 - z0, r1 - r0, x1 - x0),
         (a as f64, b as f64, 0.0),
         "gateway_upstream_requests_total by locality should match the upstream counts"
     );
@@ -137,7 +122,7 @@ async fn zone_failover_to_region_then_remote_and_back() {
     fire(port, "/r/", 300, 4).await;
     let d = topo.since(&before);
     assert_eq!(
-        (zone_sum(&d, 'a'), zone_sum(&d, 'b'), zone_sum(&d, 'c')),
+        zones(&d),
         (0, 300, 0),
         "zone a down: expected all 300 requests in zone b, got {d:?}"
     );
@@ -150,17 +135,13 @@ async fn zone_failover_to_region_then_remote_and_back() {
     fire(port, "/r/", 300, 4).await;
     let d = topo.since(&before);
     assert_eq!(
-        (zone_sum(&d, 'a'), zone_sum(&d, 'b'), zone_sum(&d, 'c')),
+        zones(&d),
         (0, 0, 300),
         "zones a and b down: expected all 300 requests in remote zone c, got {d:?}"
     );
     let m = gw.metrics().await;
     assert!(
-        metric(
-            &m,
-            "gateway_upstream_requests_total",
-            &[("cluster", CLUSTER), ("locality", "remote")]
-        ) >= 300.0,
+        by_locality(&m).2 >= 300.0,
         "remote tries should be counted with locality=\"remote\""
     );
 
@@ -247,7 +228,7 @@ async fn local_only_never_leaves_the_zone() {
     let none = topo.since(&before);
     eprintln!("local_only: a2 down {half:?}; zone a all down (panic within the zone) {none:?}");
     assert_eq!(
-        (zone_sum(&none, 'a'), zone_sum(&none, 'b'), zone_sum(&none, 'c')),
+        zones(&none),
         (300, 0, 0),
         "local_only, zone a unhealthy: expected all 300 in zone a (panic routing), none outside, got {none:?}"
     );
@@ -256,15 +237,8 @@ async fn local_only_never_leaves_the_zone() {
         "panic routing ignores health: both zone-a endpoints should serve, got {none:?}"
     );
     let m = gw.metrics().await;
-    let by = |l| {
-        metric(
-            &m,
-            "gateway_upstream_requests_total",
-            &[("cluster", CLUSTER), ("locality", l)],
-        )
-    };
     assert_eq!(
-        (by("zone"), by("region"), by("remote")),
+        by_locality(&m),
         (600.0, 0.0, 0.0),
         "local_only: every try counted with locality=\"zone\""
     );
@@ -293,8 +267,11 @@ async fn endpoint_health_and_cross_zone_bytes_metrics() {
     );
     fire(port, "/r/", 100, 4).await;
     let m = gw.metrics().await;
-    let bytes = |m: &str| metric(m, "gateway_cross_zone_bytes_total", &[("cluster", CLUSTER)]);
-    assert_eq!(bytes(&m), 0.0, "only zone-a traffic: no cross-zone bytes");
+    assert_eq!(
+        cross_zone_bytes(&m),
+        0.0,
+        "only zone-a traffic: no cross-zone bytes"
+    );
 
     topo.up("a1").set_healthy(false);
     let took = gw
@@ -352,26 +329,18 @@ async fn gateway_zone_env_override_changes_the_local_zone() {
     let c = topo.counts();
     eprintln!("GATEWAY_ZONE=b, 300 requests: {c:?}");
     assert_eq!(
-        (zone_sum(&c, 'a'), zone_sum(&c, 'b'), zone_sum(&c, 'c')),
+        zones(&c),
         (0, 300, 0),
         "GATEWAY_ZONE=b overrides the configured zone a: expected all 300 in zone b, got {c:?}"
     );
     let m = gw.metrics().await;
     assert_eq!(
-        metric(
-            &m,
-            "gateway_upstream_requests_total",
-            &[("cluster", CLUSTER), ("locality", "zone")]
-        ),
+        by_locality(&m).0,
         300.0,
         "zone-b endpoints are now the local zone (locality=\"zone\")"
     );
     assert_eq!(
-        metric(
-            &m,
-            "gateway_cross_zone_bytes_total",
-            &[("cluster", CLUSTER)]
-        ),
+        cross_zone_bytes(&m),
         0.0,
         "zone-b traffic is local: no cross-zone bytes"
     );

@@ -109,6 +109,30 @@ impl Topo {
     }
 }
 
+/// `gateway_upstream_requests_total` of [`CLUSTER`] by locality: (zone,
+/// region, remote).
+fn by_locality(m: &str) -> (f64, f64, f64) {
+    let by = |l| {
+        let labels = [("cluster", CLUSTER), ("locality", l)];
+        metric(m, "gateway_upstream_requests_total", &labels)
+    };
+    (by("zone"), by("region"), by("remote"))
+}
+
+/// `gateway_cross_zone_bytes_total` of [`CLUSTER`].
+fn cross_zone_bytes(m: &str) -> f64 {
+    metric(m, "gateway_cross_zone_bytes_total", &[("cluster", CLUSTER)])
+}
+
+/// Requests per zone: (a, b, c).
+fn zones(counts: &Counts) -> (u64, u64, u64) {
+    (
+        zone_sum(counts, 'a'),
+        zone_sum(counts, 'b'),
+        zone_sum(counts, 'c'),
+    )
+}
+
 /// Sum of `counts` over the endpoints of `zone`.
 fn zone_sum(counts: &Counts, zone: char) -> u64 {
     counts

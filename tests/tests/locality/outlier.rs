@@ -9,15 +9,11 @@ use super::*;
 /// A gateway with one catch-all route to cluster `od` of the endpoints at
 /// `addresses` (no localities, round robin) with outlier detection `od`.
 fn outlier_gateway(addresses: &[String], od: &str) -> (Gateway, u16) {
-    let endpoints: Vec<String> = addresses
-        .iter()
-        .map(|a| format!("{{address: \"{a}\"}}"))
-        .collect();
     let gw = Gateway::builder()
         .yaml(NO_ACCESS_LOG)
         .cluster_yaml(&format!(
             "{{name: od, connect_timeout: 500ms, endpoints: [{}], outlier_detection: {od}}}",
-            endpoints.join(", ")
+            gateway_tests::endpoints(addresses)
         ))
         .route("{name: all, cluster: od}")
         .start();
