@@ -406,6 +406,31 @@ pub async fn curl(args: &[&str], env: &[(&str, &str)], cwd: &Path) -> CurlRun {
     }
 }
 
+/// Asserts a downloaded body is the [`BIG`] one (length and SHA-256).
+pub fn assert_big(len: usize, sha256: &str, what: &str) {
+    assert_eq!(
+        (len, sha256),
+        (BIG, big_sha()),
+        "{what}: the 10 MiB body must arrive intact (length, SHA-256)"
+    );
+}
+
+impl CurlDownload {
+    /// Asserts curl exited 0 with `-w` codes `codes` (and, on failure,
+    /// shows curl's and the gateway's stderr), then that the body is
+    /// [`BIG`]'s.
+    pub fn assert_big(&self, eg: &Egress, codes: &str, what: &str) {
+        assert_eq!(
+            (self.code, self.codes.as_str()),
+            (Some(0), codes),
+            "{what}: expected exit 0 and codes {codes}; stderr: {}\n--- gateway stderr ---\n{}",
+            self.stderr,
+            eg.stderr()
+        );
+        assert_big(self.len, &self.sha256, what);
+    }
+}
+
 /// A download with curl into `file` (in `cwd`): curl's exit code, `-w`
 /// output (`%{http_code}` and `%{http_connect}`), and the file's length and
 /// SHA-256.
