@@ -62,10 +62,8 @@ async fn half_the_local_zone_down_spills_per_envoys_formula() {
     eprintln!("a2 marked unhealthy {took:?} after its health endpoint failed");
 
     let m0 = gw.metrics().await;
-    let before = topo.counts();
     const N: u64 = 2000;
-    fire(port, "/r/", N as usize, 8).await;
-    let d = topo.since(&before);
+    let d = topo.fire(port, N as usize, 8).await;
     let (a, b, c) = zones(&d);
     // P0 health = min(1, 1.4 x 1/2) = 0.7: zone a takes 70 %, zone b the
     // remaining 30 % (its health 1.0 covers it), zone c nothing.
@@ -118,9 +116,7 @@ async fn zone_failover_to_region_then_remote_and_back() {
     let t = Instant::now();
     topo.set_zone_healthy('a', false);
     let (to_b, _) = time_until_all_in(&client, port, 'b', t, limit).await;
-    let before = topo.counts();
-    fire(port, "/r/", 300, 4).await;
-    let d = topo.since(&before);
+    let d = topo.fire(port, 300, 4).await;
     assert_eq!(
         zones(&d),
         (0, 300, 0),
@@ -131,9 +127,7 @@ async fn zone_failover_to_region_then_remote_and_back() {
     let t = Instant::now();
     topo.set_zone_healthy('b', false);
     let (to_c, _) = time_until_all_in(&client, port, 'c', t, limit).await;
-    let before = topo.counts();
-    fire(port, "/r/", 300, 4).await;
-    let d = topo.since(&before);
+    let d = topo.fire(port, 300, 4).await;
     assert_eq!(
         zones(&d),
         (0, 0, 300),
@@ -150,9 +144,7 @@ async fn zone_failover_to_region_then_remote_and_back() {
     topo.set_zone_healthy('a', true);
     topo.set_zone_healthy('b', true);
     let (back, _) = time_until_all_in(&client, port, 'a', t, limit).await;
-    let before = topo.counts();
-    fire(port, "/r/", 300, 4).await;
-    let d = topo.since(&before);
+    let d = topo.fire(port, 300, 4).await;
     assert_eq!(
         zone_sum(&d, 'a'),
         300,
@@ -204,9 +196,7 @@ async fn local_only_never_leaves_the_zone() {
         .within(Duration::from_secs(5))
         .eventually_eq(1.0)
         .await;
-    let before = topo.counts();
-    fire(port, "/r/", 300, 4).await;
-    let half = topo.since(&before);
+    let half = topo.fire(port, 300, 4).await;
     assert_eq!(
         (
             half["a1"],
@@ -223,9 +213,7 @@ async fn local_only_never_leaves_the_zone() {
         .within(Duration::from_secs(5))
         .eventually_eq(0.0)
         .await;
-    let before = topo.counts();
-    fire(port, "/r/", 300, 4).await;
-    let none = topo.since(&before);
+    let none = topo.fire(port, 300, 4).await;
     eprintln!("local_only: a2 down {half:?}; zone a all down (panic within the zone) {none:?}");
     assert_eq!(
         zones(&none),
@@ -288,9 +276,7 @@ async fn endpoint_health_and_cross_zone_bytes_metrics() {
         (1.0, 2.0, 2.0),
         "a1 down: expected gateway_endpoint_healthy a/b/c = 1/2/2"
     );
-    let before = topo.counts();
-    fire(port, "/r/", 400, 4).await;
-    let d = topo.since(&before);
+    let d = topo.fire(port, 400, 4).await;
     let off_zone = zone_sum(&d, 'b') + zone_sum(&d, 'c');
     assert!(
         off_zone > 0,

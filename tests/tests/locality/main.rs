@@ -89,6 +89,14 @@ impl Topo {
             .collect()
     }
 
+    /// [`fire`]s `n` requests at `port` from `workers` tasks; returns
+    /// what each upstream served of them.
+    async fn fire(&self, port: u16, n: usize, workers: usize) -> Counts {
+        let before = self.counts();
+        fire(port, "/r/", n, workers).await;
+        self.since(&before)
+    }
+
     /// The endpoint list (YAML block sequence, indented for a cluster).
     fn endpoints_yaml(&self) -> String {
         self.ups
