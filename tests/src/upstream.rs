@@ -478,32 +478,17 @@ impl Upstream {
             max_active: AtomicU64::new(0),
         });
         let st = state.clone();
-        let task = runtime().spawn(async move {
-            let listener =
-                tokio::net::TcpListener::from_std(listener).expect("tokio upstream listener");
-            let mut conns = JoinSet::new();
-            loop {
-                tokio::select! {
-                    accepted = listener.accept() => {
-                        let Ok((stream, _)) = accepted else {
-                            tokio::time::sleep(Duration::from_millis(10)).await;
-                            continue;
-                        };
-                        let _ = stream.set_nodelay(true);
-                        let st = st.clone();
-                        let tls = tls.clone();
-                        conns.spawn(async move {
-                            match tls {
-                                None => serve(stream, st).await,
-                                Some(acceptor) => {
-                                    if let Ok(s) = acceptor.accept(stream).await {
-                                        serve(s, st).await;
-                                    }
-                                }
-                            }
-                        });
+        let task = accept_loop(runtime(), listener, move |stream| {
+            let _ = stream.set_nodelay(true);
+            let (st, tls) = (st.clone(), tls.clone());
+            async move {
+                match tls {
+                    None => serve(stream, st).await,
+                    Some(acceptor) => {
+                        if let Ok(s) = acceptor.accept(stream).await {
+                            serve(s, st).await;
+                        }
                     }
-                    Some(_) = conns.join_next(), if !conns.is_empty() => {}
                 }
             }
         });
@@ -569,6 +554,36 @@ impl Upstream {
     pub fn max_concurrent(&self) -> u64 {
         self.state.max_active.load(Ordering::SeqCst)
     }
+}
+
+/// Accepts connections on `listener` (non-blocking, std) on `rt` until the
+/// returned task is aborted; each connection is served by `on_conn` in a
+/// task of its own.
+pub(crate) fn accept_loop<F, Fut>(
+    rt: &Runtime,
+    listener: std::net::TcpListener,
+    on_conn: F,
+) -> JoinHandle<()>
+where
+    F: Fn(tokio::net::TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    rt.spawn(async move {
+        let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
+        let mut conns = JoinSet::new();
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => {
+                    let Ok((stream, _)) = accepted else {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        continue;
+                    };
+                    conns.spawn(on_conn(stream));
+                }
+                Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            }
+        }
+    })
 }
 
 async fn serve<I>(io: I, state: Arc<State>)
