@@ -570,19 +570,9 @@ routes:
 async fn sigterm_drains_in_flight_requests_then_exits() {
     let slow = Upstream::slow(Duration::from_millis(1500));
     let mut gw = Gateway::builder()
-        .config(
-            r#"
-gateway: {drain_timeout: 10s}
-admin: {listen: "127.0.0.1:${admin}"}
-listeners:
-  - {name: public, listen: "127.0.0.1:${port}"}
-clusters:
-  - {name: slow, endpoints: [{address: "${up}"}]}
-routes:
-  - {name: slow, cluster: slow}
-"#,
-            &[("up", &slow.address())],
-        )
+        .yaml("gateway: {drain_timeout: 10s}")
+        .cluster("slow", &[&slow], "")
+        .route("{name: slow, cluster: slow}")
         .start();
     let port = gw.port();
     let in_flight = tokio::spawn(async move {
@@ -612,25 +602,16 @@ routes:
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn zero_downtime_upgrade_under_load() {
     let up = Upstream::named("app");
-    let ports = Gateway::builder();
-    let port = ports.port();
     let sock_dir = tempfile::tempdir().unwrap();
     let sock = sock_dir.path().join("upgrade.sock");
-    let yaml = ports
-        .config(
-            r#"
-gateway: {upgrade_sock: "${sock}", drain_timeout: 10s}
-admin: {listen: "127.0.0.1:${admin}"}
-listeners:
-  - {name: public, listen: "127.0.0.1:${port}"}
-clusters:
-  - {name: app, endpoints: [{address: "${up}"}]}
-routes:
-  - {name: app, cluster: app}
-"#,
-            &[("up", &up.address()), ("sock", &sock.display())],
-        )
-        .to_yaml();
+    let b = Gateway::builder()
+        .yaml(&format!(
+            "gateway: {{upgrade_sock: \"{}\", drain_timeout: 10s}}",
+            sock.display()
+        ))
+        .cluster("app", &[&up], "")
+        .route("{name: app, cluster: app}");
+    let (port, yaml) = (b.port(), b.to_yaml());
     let mut old = Gateway::start(&yaml);
 
     let stop = Arc::new(AtomicBool::new(false));
