@@ -9,15 +9,12 @@ async fn audit_only_lets_would_be_denials_through_and_records_them() {
     let up = Upstream::big_download(BIG as u64);
     let port = up.port();
     let dir = tempfile::tempdir().expect("tempdir");
-    let key = jwks_in(dir.path());
     // `partner-freeze` would deny every request to the partner; the allow
     // rule supplies the loopback `allow_cidrs` the audited request uses.
-    let eg = Egress::start(
+    let (eg, key) = Egress::for_functions(
         dir,
-        &format!(
-            "{TRUST_DOMAINS}{}",
-            tpl(
-                r#"
+        &tpl(
+            r#"
 egress:
   audit_only: true
   dns: {static: {api.partner.test: 127.0.0.1}}
@@ -25,8 +22,7 @@ egress:
     - {name: partner-http, hosts: [api.partner.test], ports: [${port}], allow_cidrs: [127.0.0.0/8]}
     - {name: partner-freeze, hosts: [api.partner.test], action: deny}
 "#,
-                &[("port", &port)]
-            )
+            &[("port", &port)],
         ),
     );
     let url = format!("http://{PARTNER}:{port}/big");
@@ -138,20 +134,16 @@ async fn access_log_has_one_egress_line_per_request() {
     let up = Upstream::named("api");
     let port = up.port();
     let dir = tempfile::tempdir().expect("tempdir");
-    let key = jwks_in(dir.path());
-    let eg = Egress::start(
+    let (eg, key) = Egress::for_functions(
         dir,
-        &format!(
-            "{TRUST_DOMAINS}{}",
-            tpl(
-                r#"
+        &tpl(
+            r#"
 egress:
   dns: {static: {api.partner.test: 127.0.0.1}}
   rules:
     - {name: partner-http, hosts: [api.partner.test], ports: [${port}], principals: ["https://issuer.fn.example#fn-a"], allow_cidrs: [127.0.0.0/8]}
 "#,
-                &[("port", &port)]
-            )
+            &[("port", &port)],
         ),
     );
     let url = format!("http://{PARTNER}:{port}/upload");

@@ -72,6 +72,13 @@ impl Egress {
         Egress { gw, port }
     }
 
+    /// [`Egress::start`] for the functions: a fresh key's `jwks.json` in
+    /// `dir`, [`TRUST_DOMAINS`], then `rest`. Returns the key too.
+    pub fn for_functions(dir: TempDir, rest: &str) -> (Egress, gateway_tests::jwt::SigningKey) {
+        let key = jwks_in(dir.path());
+        (Egress::start(dir, &format!("{TRUST_DOMAINS}{rest}")), key)
+    }
+
     /// The egress listener's address.
     pub fn addr(&self) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], self.port))
