@@ -83,13 +83,9 @@ async fn upload_chunked() {
 async fn download_20_mib_streams_intact() {
     let size = 20 * MIB;
     let up = Upstream::big_download(size as u64);
-    let (_gw, port) = start(&up);
+    let (gw, _) = start(&up);
     let want = sha256_hex(&pseudo_random_bytes(size, DOWNLOAD_SEED));
-    let resp = http_client()
-        .get(url(port, "/download"))
-        .send()
-        .await
-        .expect("download through the gateway");
+    let resp = gw.get("/download").await;
     assert_eq!(resp.status(), 200);
     let mut hasher = Sha256::new();
     let mut len = 0usize;

@@ -26,16 +26,12 @@ async fn retries_total(gw: &Gateway, route: &str) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retry_on_503_then_success() {
     let up = Upstream::fail_once(503);
-    let (gw, port) = start(
+    let (gw, _) = start(
         "retry503",
         &[up.address()],
         "{attempts: 3, on: [connect-failure, 503]}",
     );
-    let resp = http_client()
-        .get(url(port, "/x"))
-        .send()
-        .await
-        .expect("request");
+    let resp = gw.get("/x").await;
     assert_eq!(
         resp.status(),
         200,

@@ -54,15 +54,11 @@ async fn route_timeout_gives_504() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dead_endpoint_gives_502() {
     let dead = free_port();
-    let (_gw, port) = start(
+    let (gw, _) = start(
         &format!("{{name: c, endpoints: [{{address: \"127.0.0.1:{dead}\"}}]}}"),
         "",
     );
-    let resp = http_client()
-        .get(url(port, "/"))
-        .send()
-        .await
-        .expect("request");
+    let resp = gw.get("/").await;
     let status = resp.status().as_u16();
     let body = resp.text().await.unwrap_or_default();
     assert_eq!(status, 502, "an endpoint nobody listens on should give 502");
@@ -76,7 +72,7 @@ async fn dead_endpoint_gives_502() {
 async fn all_zero_weights_give_503() {
     let a = Upstream::named("a");
     let b = Upstream::named("b");
-    let (_gw, port) = start(
+    let (gw, _) = start(
         &format!(
             "{{name: c, endpoints: [{{address: \"{}\", weight: 0}}, {{address: \"{}\", weight: 0}}]}}",
             a.address(),
@@ -84,11 +80,7 @@ async fn all_zero_weights_give_503() {
         ),
         "",
     );
-    let resp = http_client()
-        .get(url(port, "/"))
-        .send()
-        .await
-        .expect("request");
+    let resp = gw.get("/").await;
     let status = resp.status().as_u16();
     let body = resp.text().await.unwrap_or_default();
     assert_eq!(

@@ -284,18 +284,14 @@ async fn two_gateways_one_trace_with_parent_links() {
 async fn retries_make_one_attempt_span_per_try() {
     let recv = OtlpReceiver::start();
     let up = Upstream::fail_once(503);
-    let (gw, port) = start_gateway(
+    let (gw, _) = start_gateway(
         "gw-retry",
         &up.address(),
         "retried",
         ", retries: {attempts: 3, on: [connect-failure, 503]}",
         &tracing_block(&recv.endpoint(), "1.0", ""),
     );
-    let resp = http_client()
-        .get(url(port, "/again"))
-        .send()
-        .await
-        .expect("request");
+    let resp = gw.get("/again").await;
     assert_eq!(
         resp.status(),
         200,
