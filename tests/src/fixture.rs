@@ -438,6 +438,20 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     s
 }
 
+/// A request body of `data`: streamed in [`crate::GENERATED_CHUNK`]-sized
+/// chunks (chunked transfer encoding) when `chunked`, else whole (with
+/// Content-Length).
+pub fn upload_body(data: Vec<u8>, chunked: bool) -> reqwest::Body {
+    if !chunked {
+        return reqwest::Body::from(data);
+    }
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = data
+        .chunks(crate::GENERATED_CHUNK)
+        .map(|c| Ok(c.to_vec()))
+        .collect();
+    reqwest::Body::wrap_stream(futures_util::stream::iter(chunks))
+}
+
 /// Sends `n` GETs of `{prefix}{i}` to `port` from `workers` concurrent
 /// tasks; panics unless every answer is 200 (see [`fire_with`]).
 pub async fn fire(port: u16, prefix: &str, n: usize, workers: usize) {

@@ -65,7 +65,7 @@ pub use client::{
     TlsOutcome,
 };
 pub use fixture::{
-    endpoints, error_chain, fire, fire_with, metric, tail, three_sigma, wait_metrics,
+    endpoints, error_chain, fire, fire_with, metric, tail, three_sigma, upload_body, wait_metrics,
     GatewayBuilder, MetricMatcher,
 };
 pub use gateway::{gateway_bin, run_gateway, workspace_root, Gateway, GatewayOutput};

@@ -4,7 +4,6 @@
 use futures_util::StreamExt;
 use gateway_tests::{
     http_client, pseudo_random_bytes, sha256_hex, url, Gateway, Upstream, DOWNLOAD_SEED,
-    GENERATED_CHUNK,
 };
 use sha2::{Digest, Sha256};
 
@@ -22,15 +21,7 @@ fn start(up: &Upstream) -> (Gateway, u16) {
 async fn post_and_check(port: u16, size: usize, seed: u64, chunked: bool) {
     let data = pseudo_random_bytes(size, seed);
     let want_sha = sha256_hex(&data);
-    let body = if chunked {
-        let chunks: Vec<Result<Vec<u8>, std::io::Error>> = data
-            .chunks(GENERATED_CHUNK)
-            .map(|c| Ok(c.to_vec()))
-            .collect();
-        reqwest::Body::wrap_stream(futures_util::stream::iter(chunks))
-    } else {
-        reqwest::Body::from(data)
-    };
+    let body = gateway_tests::upload_body(data, chunked);
     let resp = http_client()
         .post(url(port, "/upload"))
         .body(body)

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use gateway_tests::{
     fire, fire_with, free_port, http_client, http_client_with_host, metric, pseudo_random_bytes,
-    sha256_hex, url, wait_metrics, Gateway, Reply, RequestInfo, Upstream, GENERATED_CHUNK,
+    sha256_hex, url, wait_metrics, Gateway, Reply, RequestInfo, Upstream,
 };
 
 const MIB: usize = 1024 * 1024;
@@ -424,15 +424,7 @@ async fn the_copy_is_faithful_with_shadow_host_and_stripped_headers() {
 /// the primary echoed all of it with the right SHA-256.
 async fn upload(port: u16, path: &str, data: Vec<u8>, chunked: bool) {
     let (len, want) = (data.len(), sha256_hex(&data));
-    let body = if chunked {
-        let chunks: Vec<Result<Vec<u8>, std::io::Error>> = data
-            .chunks(GENERATED_CHUNK)
-            .map(|c| Ok(c.to_vec()))
-            .collect();
-        reqwest::Body::wrap_stream(futures_util::stream::iter(chunks))
-    } else {
-        reqwest::Body::from(data)
-    };
+    let body = gateway_tests::upload_body(data, chunked);
     let resp = http_client()
         .post(url(port, path))
         .body(body)
