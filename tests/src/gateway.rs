@@ -223,6 +223,24 @@ impl Gateway {
     /// the old process to hand over its sockets). Call
     /// [`Gateway::wait_until_ready`] afterwards.
     pub fn spawn_only(dir: TempDir, yaml: &str, args: &[&str]) -> Gateway {
+        Self::spawn_env(dir, yaml, args, &[])
+    }
+
+    /// Like [`Gateway::start`], with `env` added to the gateway's own
+    /// environment only (changing the test process's environment would leak
+    /// into every gateway other tests start at the same time).
+    pub fn start_with_env(yaml: &str, env: &[(&str, &str)]) -> Gateway {
+        Self::start_in_with_env(tempfile::tempdir().expect("tempdir"), yaml, env)
+    }
+
+    /// [`Gateway::start_in`] with `env` as in [`Gateway::start_with_env`].
+    pub fn start_in_with_env(dir: TempDir, yaml: &str, env: &[(&str, &str)]) -> Gateway {
+        let mut gw = Self::spawn_env(dir, yaml, &["run"], env);
+        gw.wait_until_ready();
+        gw
+    }
+
+    fn spawn_env(dir: TempDir, yaml: &str, args: &[&str], env: &[(&str, &str)]) -> Gateway {
         let admin = admin_addr_of(yaml);
         let config = dir.path().join("gateway.yaml");
         std::fs::write(&config, yaml).expect("write gateway.yaml");
@@ -234,6 +252,7 @@ impl Gateway {
             .arg(&config)
             .current_dir(dir.path())
             .env("RUST_BACKTRACE", "1")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(stdout)
             .stderr(stderr)

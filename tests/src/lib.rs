@@ -5,20 +5,58 @@
 //! ([`Upstream`]), real certificates made with rcgen ([`TestCa`]), real
 //! clients (reqwest, and `curl` through [`curl`]).
 //!
-//! Tests pick every port with [`free_port`] and write them into the YAML
-//! config they start the gateway with; [`tpl`] fills `${name}` placeholders so
-//! that YAML flow mappings need no `{{` escaping.
+//! # The fixture
+//!
+//! * [`Gateway::builder`] ([`GatewayBuilder`]) picks the admin and listener
+//!   ports and writes that boilerplate; a test adds clusters of upstreams
+//!   ([`GatewayBuilder::cluster`]), routes and YAML fragments as text, env
+//!   vars for the gateway process, or the whole document
+//!   ([`GatewayBuilder::config`]) when the test is about the config.
+//! * [`Upstream`] is the one upstream type: echo, custom handler, TLS, and
+//!   run-time switches (health, failing, delay; [`Upstream::switchable`]),
+//!   each with a request log ([`Upstream::requests`]).
+//! * Handles on a running [`Gateway`]: [`Gateway::get`], [`Gateway::url`],
+//!   [`Gateway::reload`], [`Gateway::wait_generation`],
+//!   [`Gateway::metric`]`(..).eventually(..)` (retries, then fails with the
+//!   last value), [`Gateway::access_log`]; dropping it stops the process.
+//! * Shared helpers: [`fire`] (load), [`three_sigma`] (statistics),
+//!   [`wait_metrics`], [`tail`], [`error_chain`].
+//!
+//! A typical test (`fixture_example` in `tests/harness.rs` is exactly this):
+//!
+//! ```no_run
+//! use gateway_tests::{Gateway, Upstream};
+//!
+//! #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+//! async fn fixture_example() {
+//!     let up = Upstream::named("a");
+//!     let gw = Gateway::builder()
+//!         .cluster("c", &[&up], "")
+//!         .route("{name: all, cluster: c}")
+//!         .start();
+//!     let resp = gw.get("/hello").await;
+//!     assert_eq!(resp.status(), 200);
+//!     assert_eq!(resp.headers()["x-upstream"], "a");
+//!     gw.metric("gateway_requests_total", &[("route", "all")])
+//!         .eventually(|v| v == 1.0)
+//!         .await;
+//!     assert_eq!(up.requests()[0].path, "/hello");
+//! }
+//! ```
+//!
+//! Tests that write their own YAML pick every port with [`free_port`];
+//! [`tpl`] fills `${name}` placeholders so that YAML flow mappings need no
+//! `{{` escaping.
 
 mod certs;
 mod client;
-mod env_gateway;
+mod fixture;
 mod gateway;
 pub mod jwt;
 pub mod otlp;
 mod prom;
 mod prom_families;
 mod redis;
-mod switchable;
 mod upstream;
 
 pub use certs::{LeafCert, LeafSpec, TestCa, Validity};
@@ -26,16 +64,18 @@ pub use client::{
     curl, http_client, http_client_with_host, mtls_client, tls_client, tls_exchange, CurlOutput,
     TlsOutcome,
 };
-pub use env_gateway::EnvGateway;
+pub use fixture::{
+    endpoints, error_chain, fire, fire_with, metric, tail, three_sigma, upload_body, wait_metrics,
+    GatewayBuilder, MetricMatcher,
+};
 pub use gateway::{gateway_bin, run_gateway, workspace_root, Gateway, GatewayOutput};
 pub use otlp::{show_spans, AttrValue, OtlpReceiver, ReceivedSpan, SpanKind};
 pub use prom::{metric_value, parse_prometheus, Sample};
 pub use prom_families::{parse_families, Family};
 pub use redis::{RedisServer, REDIS_INSTALL_HINT};
-pub use switchable::{SwitchableUpstream, SWITCHABLE_BODY_LEN, SWITCHABLE_HEALTH_PATH};
 pub use upstream::{
     pseudo_random_bytes, sha256_hex, Reply, RequestInfo, Upstream, UpstreamHandler, DOWNLOAD_SEED,
-    GENERATED_CHUNK,
+    GENERATED_CHUNK, SWITCHABLE_BODY_LEN, SWITCHABLE_HEALTH_PATH,
 };
 
 use std::collections::HashSet;

@@ -29,7 +29,7 @@ use opentelemetry_proto::tonic::common::v1::AnyValue;
 pub use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use prost::Message;
 use tokio::runtime::Runtime;
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::JoinHandle;
 
 /// An attribute value as received (arrays and maps shown as text).
 #[derive(Clone, Debug, PartialEq)]
@@ -203,27 +203,13 @@ impl OtlpReceiver {
         let addr = listener.local_addr().expect("OTLP receiver addr");
         let state = Arc::new(Mutex::new(State::default()));
         let st = state.clone();
-        let task = runtime().spawn(async move {
-            let listener =
-                tokio::net::TcpListener::from_std(listener).expect("tokio OTLP listener");
-            let mut conns = JoinSet::new();
-            loop {
-                tokio::select! {
-                    accepted = listener.accept() => {
-                        let Ok((stream, _)) = accepted else {
-                            tokio::time::sleep(Duration::from_millis(10)).await;
-                            continue;
-                        };
-                        let st = st.clone();
-                        conns.spawn(async move {
-                            let svc = hyper::service::service_fn(move |req| handle(req, st.clone()));
-                            let _ = auto::Builder::new(TokioExecutor::new())
-                                .serve_connection(TokioIo::new(stream), svc)
-                                .await;
-                        });
-                    }
-                    Some(_) = conns.join_next(), if !conns.is_empty() => {}
-                }
+        let task = crate::upstream::accept_loop(runtime(), listener, move |stream| {
+            let st = st.clone();
+            async move {
+                let svc = hyper::service::service_fn(move |req| handle(req, st.clone()));
+                let _ = auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
             }
         });
         OtlpReceiver { addr, state, task }

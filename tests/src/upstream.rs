@@ -5,12 +5,18 @@
 //! requires the gateway to buffer), counts requests, and records what it saw.
 //! All upstreams of a test process share one background tokio runtime, so
 //! they keep serving whatever runtime (or none) the test itself uses.
+//!
+//! Every upstream also has run-time switches ([`Upstream::set_failing`],
+//! [`Upstream::set_delay`]) and records how many requests it served at once;
+//! one made with [`Upstream::switchable`] also answers a health path
+//! ([`SWITCHABLE_HEALTH_PATH`], 200 or 503 per [`Upstream::set_healthy`]),
+//! counted apart so that request counts measure only balanced traffic.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -238,18 +244,43 @@ impl Body for ReplyStream {
 /// A handler: gets what the upstream saw, returns what it answers.
 pub type UpstreamHandler = Arc<dyn Fn(&RequestInfo) -> Reply + Send + Sync>;
 
+/// The path a [`Upstream::switchable`] upstream answers as its health endpoint.
+pub const SWITCHABLE_HEALTH_PATH: &str = "/healthz";
+
+/// Length of every non-health response body of a [`Upstream::switchable`]
+/// upstream (its name, space-padded, and a newline).
+pub const SWITCHABLE_BODY_LEN: usize = 64;
+
 struct State {
     name: String,
     count: AtomicU64,
     requests: Mutex<Vec<RequestInfo>>,
     handler: UpstreamHandler,
+    /// Answered apart (not counted, not logged) when set.
+    health_path: Option<&'static str>,
+    healthy: AtomicBool,
+    failing: AtomicBool,
+    delay_ms: AtomicU64,
+    health_checks: AtomicU64,
+    active: AtomicU64,
+    max_active: AtomicU64,
+}
+
+/// Decrements the active count when a request's handling ends (also when
+/// the connection is dropped mid-delay).
+struct ActiveGuard(Arc<State>);
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 fn runtime() -> &'static Runtime {
     static RT: OnceLock<Runtime> = OnceLock::new();
     RT.get_or_init(|| {
         tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
+            .worker_threads(4)
             .thread_name("test-upstreams")
             .enable_all()
             .build()
@@ -320,6 +351,44 @@ impl Upstream {
         )
     }
 
+    /// An upstream whose health and behaviour the test flips at run time,
+    /// healthy, succeeding and undelayed at first:
+    ///
+    /// * `GET /healthz` ([`SWITCHABLE_HEALTH_PATH`]): 200 `ok` while healthy,
+    ///   503 otherwise (not counted in [`Upstream::count`]).
+    /// * anything else: after the delay of [`Upstream::set_delay`], 200 (500
+    ///   while [`Upstream::set_failing`]) with `x-upstream: NAME` and a body
+    ///   of [`SWITCHABLE_BODY_LEN`] bytes.
+    pub fn switchable(name: &str) -> Upstream {
+        let mut text = format!("{name:<width$}", width = SWITCHABLE_BODY_LEN - 1);
+        text.truncate(SWITCHABLE_BODY_LEN - 1);
+        text.push('\n');
+        let n = name.to_string();
+        let handler: UpstreamHandler =
+            Arc::new(move |_| Reply::text(200, text.clone()).header("x-upstream", &n));
+        Self::spawn_with(
+            IpAddr::V4(Ipv4Addr::LOCALHOST),
+            name,
+            handler,
+            None,
+            Some(SWITCHABLE_HEALTH_PATH),
+        )
+    }
+
+    /// `n` switchable upstreams named `{prefix}0`, `{prefix}1`, ...
+    pub fn switchable_n(prefix: &str, n: usize) -> Vec<Upstream> {
+        (0..n)
+            .map(|i| Self::switchable(&format!("{prefix}{i}")))
+            .collect()
+    }
+
+    /// `n` echo upstreams named `{prefix}0`, `{prefix}1`, ...
+    pub fn named_n(prefix: &str, n: usize) -> Vec<Upstream> {
+        (0..n)
+            .map(|i| Self::named(&format!("{prefix}{i}")))
+            .collect()
+    }
+
     /// An echo upstream named `echo`; see [`Upstream::named`].
     pub fn echo() -> Upstream {
         Self::named("echo")
@@ -381,6 +450,16 @@ impl Upstream {
         handler: UpstreamHandler,
         tls: Option<tokio_rustls::TlsAcceptor>,
     ) -> Upstream {
+        Self::spawn_with(ip, name, handler, tls, None)
+    }
+
+    fn spawn_with(
+        ip: IpAddr,
+        name: &str,
+        handler: UpstreamHandler,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+        health_path: Option<&'static str>,
+    ) -> Upstream {
         let listener = std::net::TcpListener::bind((ip, 0))
             .unwrap_or_else(|e| panic!("bind upstream on {ip}: {e}"));
         listener.set_nonblocking(true).expect("nonblocking");
@@ -390,34 +469,26 @@ impl Upstream {
             count: AtomicU64::new(0),
             requests: Mutex::new(Vec::new()),
             handler,
+            health_path,
+            healthy: AtomicBool::new(true),
+            failing: AtomicBool::new(false),
+            delay_ms: AtomicU64::new(0),
+            health_checks: AtomicU64::new(0),
+            active: AtomicU64::new(0),
+            max_active: AtomicU64::new(0),
         });
         let st = state.clone();
-        let task = runtime().spawn(async move {
-            let listener =
-                tokio::net::TcpListener::from_std(listener).expect("tokio upstream listener");
-            let mut conns = JoinSet::new();
-            loop {
-                tokio::select! {
-                    accepted = listener.accept() => {
-                        let Ok((stream, _)) = accepted else {
-                            tokio::time::sleep(Duration::from_millis(10)).await;
-                            continue;
-                        };
-                        let _ = stream.set_nodelay(true);
-                        let st = st.clone();
-                        let tls = tls.clone();
-                        conns.spawn(async move {
-                            match tls {
-                                None => serve(stream, st).await,
-                                Some(acceptor) => {
-                                    if let Ok(s) = acceptor.accept(stream).await {
-                                        serve(s, st).await;
-                                    }
-                                }
-                            }
-                        });
+        let task = accept_loop(runtime(), listener, move |stream| {
+            let _ = stream.set_nodelay(true);
+            let (st, tls) = (st.clone(), tls.clone());
+            async move {
+                match tls {
+                    None => serve(stream, st).await,
+                    Some(acceptor) => {
+                        if let Ok(s) = acceptor.accept(stream).await {
+                            serve(s, st).await;
+                        }
                     }
-                    Some(_) = conns.join_next(), if !conns.is_empty() => {}
                 }
             }
         });
@@ -454,6 +525,65 @@ impl Upstream {
     pub fn requests(&self) -> Vec<RequestInfo> {
         self.state.requests.lock().expect("requests lock").clone()
     }
+
+    /// Makes the health path (of a [`Upstream::switchable`]) answer 200
+    /// (`true`) or 503 (`false`).
+    pub fn set_healthy(&self, healthy: bool) {
+        self.state.healthy.store(healthy, Ordering::SeqCst);
+    }
+
+    /// Makes every other request answer 500 (`true`) or what the handler
+    /// says (`false`).
+    pub fn set_failing(&self, failing: bool) {
+        self.state.failing.store(failing, Ordering::SeqCst);
+    }
+
+    /// Delays every non-health answer by `delay` (on top of the reply's own).
+    pub fn set_delay(&self, delay: Duration) {
+        self.state
+            .delay_ms
+            .store(delay.as_millis() as u64, Ordering::SeqCst);
+    }
+
+    /// Health-path requests received so far.
+    pub fn health_checks(&self) -> u64 {
+        self.state.health_checks.load(Ordering::SeqCst)
+    }
+
+    /// Most non-health requests it was serving at the same time.
+    pub fn max_concurrent(&self) -> u64 {
+        self.state.max_active.load(Ordering::SeqCst)
+    }
+}
+
+/// Accepts connections on `listener` (non-blocking, std) on `rt` until the
+/// returned task is aborted; each connection is served by `on_conn` in a
+/// task of its own.
+pub(crate) fn accept_loop<F, Fut>(
+    rt: &Runtime,
+    listener: std::net::TcpListener,
+    on_conn: F,
+) -> JoinHandle<()>
+where
+    F: Fn(tokio::net::TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    rt.spawn(async move {
+        let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
+        let mut conns = JoinSet::new();
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => {
+                    let Ok((stream, _)) = accepted else {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        continue;
+                    };
+                    conns.spawn(on_conn(stream));
+                }
+                Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            }
+        }
+    })
 }
 
 async fn serve<I>(io: I, state: Arc<State>)
@@ -469,7 +599,20 @@ async fn handle(
     req: Request<Incoming>,
     state: Arc<State>,
 ) -> Result<Response<ReplyStream>, Infallible> {
+    if state.health_path == Some(req.uri().path()) {
+        state.health_checks.fetch_add(1, Ordering::SeqCst);
+        let healthy = state.healthy.load(Ordering::SeqCst);
+        let (status, text) = if healthy {
+            (200, "ok\n")
+        } else {
+            (503, "unhealthy\n")
+        };
+        return Ok(respond(Reply::status(status).body(text)));
+    }
     let seq = state.count.fetch_add(1, Ordering::SeqCst);
+    let now_active = state.active.fetch_add(1, Ordering::SeqCst) + 1;
+    let _guard = ActiveGuard(state.clone());
+    state.max_active.fetch_max(now_active, Ordering::SeqCst);
     let (parts, mut body) = req.into_parts();
     let mut hasher = Sha256::new();
     let mut body_len = 0u64;
@@ -510,10 +653,18 @@ async fn handle(
         .lock()
         .expect("requests lock")
         .push(info.clone());
-    let reply = (state.handler)(&info);
-    if !reply.delay.is_zero() {
-        tokio::time::sleep(reply.delay).await;
+    let mut reply = (state.handler)(&info);
+    let delay = reply.delay + Duration::from_millis(state.delay_ms.load(Ordering::SeqCst));
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
     }
+    if state.failing.load(Ordering::SeqCst) {
+        reply.status = 500;
+    }
+    Ok(respond(reply))
+}
+
+fn respond(reply: Reply) -> Response<ReplyStream> {
     let (full, remaining, seed) = match reply.body {
         ReplyBody::Full(b) => (if b.is_empty() { None } else { Some(b) }, 0, 0),
         ReplyBody::Generated { len, seed } => (None, len, seed),
@@ -532,5 +683,5 @@ async fn handle(
             resp.headers_mut().append(k, v);
         }
     }
-    Ok(resp)
+    resp
 }

@@ -4,29 +4,17 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use gateway_tests::{
-    free_port, http_client, metric_value, parse_prometheus, tpl, url, Gateway, Upstream,
+    free_port, http_client, metric_value, parse_prometheus, url, Gateway, Upstream,
 };
 use serde_json::Value;
 
 fn start(echo: &Upstream) -> (Gateway, u16) {
-    let (admin, port) = (free_port(), free_port());
-    let gw = Gateway::start(&tpl(
-        r#"
-admin: {listen: "127.0.0.1:${admin}"}
-listeners:
-  - {name: public, listen: "127.0.0.1:${port}"}
-clusters:
-  - {name: c1, endpoints: [{address: "${echo}"}]}
-routes:
-  - {name: r1, match: {path_prefix: /one}, cluster: c1}
-  - {name: r2, match: {path_prefix: /two}, direct_response: {status: 200, body: "two\n"}}
-"#,
-        &[
-            ("admin", &admin),
-            ("port", &port),
-            ("echo", &echo.address()),
-        ],
-    ));
+    let gw = Gateway::builder()
+        .cluster("c1", &[echo], "")
+        .route("{name: r1, match: {path_prefix: /one}, cluster: c1}")
+        .route(r#"{name: r2, match: {path_prefix: /two}, direct_response: {status: 200, body: "two\n"}}"#)
+        .start();
+    let port = gw.port();
     (gw, port)
 }
 
@@ -227,24 +215,12 @@ fn readyz_means_listeners_accept_connections() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn access_log_samples_successes_but_keeps_failures() {
     let echo = Upstream::echo();
-    let (admin, port) = (free_port(), free_port());
-    let gw = Gateway::start(&tpl(
-        r#"
-admin: {listen: "127.0.0.1:${admin}"}
-telemetry: {access_log: {success_sample_ratio: 0}}
-listeners:
-  - {name: public, listen: "127.0.0.1:${port}"}
-clusters:
-  - {name: c1, endpoints: [{address: "${echo}"}]}
-routes:
-  - {name: ok, match: {path: /ok}, cluster: c1}
-"#,
-        &[
-            ("admin", &admin),
-            ("port", &port),
-            ("echo", &echo.address()),
-        ],
-    ));
+    let gw = Gateway::builder()
+        .yaml("telemetry: {access_log: {success_sample_ratio: 0}}")
+        .cluster("c1", &[&echo], "")
+        .route("{name: ok, match: {path: /ok}, cluster: c1}")
+        .start();
+    let port = gw.port();
     let client = http_client();
     for _ in 0..20 {
         let r = client.get(url(port, "/ok")).send().await.expect("request");

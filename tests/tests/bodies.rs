@@ -3,42 +3,25 @@
 
 use futures_util::StreamExt;
 use gateway_tests::{
-    free_port, http_client, pseudo_random_bytes, sha256_hex, tpl, url, Gateway, Upstream,
-    DOWNLOAD_SEED, GENERATED_CHUNK,
+    http_client, pseudo_random_bytes, sha256_hex, url, Gateway, Upstream, DOWNLOAD_SEED,
 };
 use sha2::{Digest, Sha256};
 
 const MIB: usize = 1024 * 1024;
 
 fn start(up: &Upstream) -> (Gateway, u16) {
-    let (admin, port) = (free_port(), free_port());
-    let gw = Gateway::start(&tpl(
-        r#"
-admin: {listen: "127.0.0.1:${admin}"}
-listeners:
-  - {name: public, listen: "127.0.0.1:${port}"}
-clusters:
-  - {name: up, endpoints: [{address: "${up}"}]}
-routes:
-  - {name: all, cluster: up}
-"#,
-        &[("admin", &admin), ("port", &port), ("up", &up.address())],
-    ));
+    let gw = Gateway::builder()
+        .cluster("up", &[up], "")
+        .route("{name: all, cluster: up}")
+        .start();
+    let port = gw.port();
     (gw, port)
 }
 
 async fn post_and_check(port: u16, size: usize, seed: u64, chunked: bool) {
     let data = pseudo_random_bytes(size, seed);
     let want_sha = sha256_hex(&data);
-    let body = if chunked {
-        let chunks: Vec<Result<Vec<u8>, std::io::Error>> = data
-            .chunks(GENERATED_CHUNK)
-            .map(|c| Ok(c.to_vec()))
-            .collect();
-        reqwest::Body::wrap_stream(futures_util::stream::iter(chunks))
-    } else {
-        reqwest::Body::from(data)
-    };
+    let body = gateway_tests::upload_body(data, chunked);
     let resp = http_client()
         .post(url(port, "/upload"))
         .body(body)
@@ -91,13 +74,9 @@ async fn upload_chunked() {
 async fn download_20_mib_streams_intact() {
     let size = 20 * MIB;
     let up = Upstream::big_download(size as u64);
-    let (_gw, port) = start(&up);
+    let (gw, _) = start(&up);
     let want = sha256_hex(&pseudo_random_bytes(size, DOWNLOAD_SEED));
-    let resp = http_client()
-        .get(url(port, "/download"))
-        .send()
-        .await
-        .expect("download through the gateway");
+    let resp = gw.get("/download").await;
     assert_eq!(resp.status(), 200);
     let mut hasher = Sha256::new();
     let mut len = 0usize;

@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use gateway_tests::{
-    curl, http_client, pseudo_random_bytes, sha256_hex, tls_client, tpl, TestCa, Upstream,
-    DOWNLOAD_SEED,
+    curl, http_client, pseudo_random_bytes, sha256_hex, tls_client, tpl, Gateway, TestCa, Upstream,
+    DOWNLOAD_SEED, SWITCHABLE_BODY_LEN, SWITCHABLE_HEALTH_PATH,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -129,4 +129,49 @@ fn templates_fill_placeholders() {
 #[should_panic(expected = "${missing}")]
 fn templates_reject_leftovers() {
     tpl("a: ${missing}", &[]);
+}
+
+/// The example of the fixture's documentation (`tests/src/lib.rs`), verbatim.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fixture_example() {
+    let up = Upstream::named("a");
+    let gw = Gateway::builder()
+        .cluster("c", &[&up], "")
+        .route("{name: all, cluster: c}")
+        .start();
+    let resp = gw.get("/hello").await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-upstream"], "a");
+    gw.metric("gateway_requests_total", &[("route", "all")])
+        .eventually(|v| v == 1.0)
+        .await;
+    assert_eq!(up.requests()[0].path, "/hello");
+}
+
+/// Switchable upstreams answer their health path apart from the counted traffic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn switchable_upstream_flips_health_and_failure() {
+    let up = Upstream::switchable("s");
+    let get = |path: &'static str| {
+        let addr = up.address();
+        async move {
+            let resp = http_client()
+                .get(format!("http://{addr}{path}"))
+                .send()
+                .await
+                .expect("request");
+            (
+                resp.status().as_u16(),
+                resp.text().await.unwrap_or_default(),
+            )
+        }
+    };
+    assert_eq!(get(SWITCHABLE_HEALTH_PATH).await.0, 200);
+    up.set_healthy(false);
+    assert_eq!(get(SWITCHABLE_HEALTH_PATH).await.0, 503);
+    let (status, body) = get("/x").await;
+    assert_eq!((status, body.len()), (200, SWITCHABLE_BODY_LEN));
+    up.set_failing(true);
+    assert_eq!(get("/x").await.0, 500);
+    assert_eq!((up.count(), up.health_checks()), (2, 2));
 }

@@ -4,27 +4,15 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use gateway_tests::{free_port, http_client, tpl, url, Gateway, Upstream};
+use gateway_tests::{http_client, url, Gateway, Upstream};
 use serde_json::Value;
 
 fn start(echo: &Upstream) -> (Gateway, u16) {
-    let (admin, port) = (free_port(), free_port());
-    let gw = Gateway::start(&tpl(
-        r#"
-admin: {listen: "127.0.0.1:${admin}"}
-listeners:
-  - {name: public, listen: "127.0.0.1:${port}"}
-clusters:
-  - {name: echo, endpoints: [{address: "${echo}"}]}
-routes:
-  - {name: echo, match: {path_prefix: /echo}, cluster: echo}
-"#,
-        &[
-            ("admin", &admin),
-            ("port", &port),
-            ("echo", &echo.address()),
-        ],
-    ));
+    let gw = Gateway::builder()
+        .cluster("echo", &[echo], "")
+        .route("{name: echo, match: {path_prefix: /echo}, cluster: echo}")
+        .start();
+    let port = gw.port();
     (gw, port)
 }
 

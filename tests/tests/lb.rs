@@ -3,75 +3,27 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use gateway_tests::{free_port, http_client, tpl, url, Gateway, Upstream};
+use gateway_tests::{fire, http_client, Gateway, Upstream};
 
 /// Starts a gateway with one catch-all route to cluster `c` made of `ups`
 /// with the given weights, policy and extra cluster YAML.
-fn gateway(ups: &[(&Upstream, u32)], lb: &str, extra: &str) -> (Gateway, u16) {
-    let (admin, port) = (free_port(), free_port());
-    let endpoints: Vec<String> = ups
-        .iter()
-        .map(|(u, w)| format!("{{address: \"{}\", weight: {w}}}", u.address()))
-        .collect();
-    let yaml = tpl(
-        r#"
-admin: {listen: "127.0.0.1:${admin}"}
-listeners:
-  - {name: public, listen: "127.0.0.1:${port}"}
-clusters:
-  - name: c
-    lb: ${lb}
-    endpoints: [${endpoints}]
-${extra}
-routes:
-  - {name: all, cluster: c}
-"#,
-        &[
-            ("admin", &admin),
-            ("port", &port),
-            ("lb", &lb),
-            ("endpoints", &endpoints.join(", ")),
-            ("extra", &extra),
-        ],
-    );
-    (Gateway::start(&yaml), port)
+fn gateway(ups: &[(&Upstream, u32)], lb: &str, extra: &str) -> Gateway {
+    Gateway::builder()
+        .weighted_cluster("c", ups, &format!("lb: {lb}{extra}"))
+        .route("{name: all, cluster: c}")
+        .start()
 }
 
-/// Sends `n` GETs from `workers` concurrent tasks; panics unless all are 200.
-async fn fire(port: u16, n: usize, workers: usize) {
-    let client = http_client();
-    let mut tasks = Vec::new();
-    for w in 0..workers {
-        let client = client.clone();
-        tasks.push(tokio::spawn(async move {
-            for i in (w..n).step_by(workers) {
-                let resp = client
-                    .get(url(port, &format!("/lb/{i}")))
-                    .send()
-                    .await
-                    .expect("request");
-                assert_eq!(
-                    resp.status(),
-                    200,
-                    "every load-balanced request should succeed"
-                );
-            }
-        }));
-    }
-    for t in tasks {
-        t.await.expect("worker");
-    }
+/// Every upstream with weight 1, as `gateway` wants them.
+fn equal(ups: &[Upstream]) -> Vec<(&Upstream, u32)> {
+    ups.iter().map(|u| (u, 1)).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn round_robin_is_even() {
-    let ups: Vec<Upstream> = (0..3).map(|i| Upstream::named(&format!("u{i}"))).collect();
-    let (_gw, port) = gateway(
-        &ups.iter().map(|u| (u, 1)).collect::<Vec<_>>(),
-        "round_robin",
-        "",
-    );
-    fire(port, 300, 6).await;
+    let ups = Upstream::named_n("u", 3);
+    let gw = gateway(&equal(&ups), "round_robin", "");
+    fire(gw.port(), "/lb/", 300, 6).await;
     let counts: Vec<u64> = ups.iter().map(Upstream::count).collect();
     assert_eq!(
         counts.iter().sum::<u64>(),
@@ -91,8 +43,8 @@ async fn round_robin_is_even() {
 async fn weighted_round_robin_3_to_1() {
     let heavy = Upstream::named("heavy");
     let light = Upstream::named("light");
-    let (_gw, port) = gateway(&[(&heavy, 3), (&light, 1)], "round_robin", "");
-    fire(port, 400, 4).await;
+    let gw = gateway(&[(&heavy, 3), (&light, 1)], "round_robin", "");
+    fire(gw.port(), "/lb/", 400, 4).await;
     assert!(
         heavy.count().abs_diff(300) <= 2 && light.count().abs_diff(100) <= 2,
         "weights 3:1 over 400 requests: expected 300/100 (+/-2), got {}/{}",
@@ -103,11 +55,11 @@ async fn weighted_round_robin_3_to_1() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn consistent_hash_on_header_sticks() {
-    let ups: Vec<Upstream> = (0..3).map(|i| Upstream::named(&format!("h{i}"))).collect();
-    let (_gw, port) = gateway(
-        &ups.iter().map(|u| (u, 1)).collect::<Vec<_>>(),
+    let ups = Upstream::named_n("h", 3);
+    let gw = gateway(
+        &equal(&ups),
         "consistent_hash",
-        "    hash_on: {header: x-user}",
+        ", hash_on: {header: x-user}",
     );
     let client = http_client();
     let mut by_user: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
@@ -115,7 +67,7 @@ async fn consistent_hash_on_header_sticks() {
         for user in 0..50 {
             let name = format!("user-{user}");
             let resp = client
-                .get(url(port, &format!("/u/{round}")))
+                .get(gw.url(&format!("/u/{round}")))
                 .header("x-user", &name)
                 .send()
                 .await
@@ -146,17 +98,18 @@ async fn consistent_hash_on_header_sticks() {
 async fn least_request_prefers_the_fast_endpoint() {
     let slow = Upstream::slow(Duration::from_millis(300));
     let fast = Upstream::named("fast");
-    let (_gw, port) = gateway(&[(&slow, 1), (&fast, 1)], "least_request", "");
+    let gw = gateway(&[(&slow, 1), (&fast, 1)], "least_request", "");
+    let url = gw.url("/lr");
     let client = http_client();
     let deadline = Instant::now() + Duration::from_secs(2);
     let mut tasks = Vec::new();
     for _ in 0..20 {
-        let client = client.clone();
+        let (client, url) = (client.clone(), url.clone());
         tasks.push(tokio::spawn(async move {
             let mut n = 0u32;
             // Bounded: at most 2 s of requests, and at most 10k per client.
             while Instant::now() < deadline && n < 10_000 {
-                let resp = client.get(url(port, "/lr")).send().await.expect("request");
+                let resp = client.get(&url).send().await.expect("request");
                 assert_eq!(resp.status(), 200);
                 n += 1;
             }
@@ -174,14 +127,10 @@ async fn least_request_prefers_the_fast_endpoint() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn random_spreads_over_all_endpoints() {
-    let ups: Vec<Upstream> = (0..3).map(|i| Upstream::named(&format!("r{i}"))).collect();
-    let (_gw, port) = gateway(
-        &ups.iter().map(|u| (u, 1)).collect::<Vec<_>>(),
-        "random",
-        "",
-    );
+    let ups = Upstream::named_n("r", 3);
+    let gw = gateway(&equal(&ups), "random", "");
     const N: u64 = 300;
-    fire(port, N as usize, 6).await;
+    fire(gw.port(), "/lb/", N as usize, 6).await;
     let counts: Vec<u64> = ups.iter().map(Upstream::count).collect();
     assert_eq!(counts.iter().sum::<u64>(), N);
     let p = 1.0 / 3.0;

@@ -7,10 +7,9 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
 use gateway_tests::{
-    free_port, http_client, http_client_with_host, metric_value, pseudo_random_bytes, sha256_hex,
-    tpl, url, Gateway, Reply, RequestInfo, Upstream, GENERATED_CHUNK,
+    fire, fire_with, free_port, http_client, http_client_with_host, metric, pseudo_random_bytes,
+    sha256_hex, url, wait_metrics, Gateway, Reply, RequestInfo, Upstream,
 };
 
 const MIB: usize = 1024 * 1024;
@@ -20,47 +19,27 @@ const MIRROR_HEADER: &str = "x-gateway-mirror";
 /// YAML (a block sequence, indented by two spaces); returns it and its
 /// traffic port.
 fn start(clusters: &[(&str, String)], routes: &str) -> (Gateway, u16) {
-    let (admin, port) = (free_port(), free_port());
-    let clusters: String = clusters
-        .iter()
-        .map(|(name, addr)| format!("  - {{name: {name}, endpoints: [{{address: \"{addr}\"}}]}}\n"))
-        .collect();
-    let yaml = tpl(
-        r#"
-admin: {listen: "127.0.0.1:${admin}"}
-listeners:
-  - {name: public, listen: "127.0.0.1:${port}"}
-clusters:
-${clusters}routes:
-${routes}"#,
-        &[
-            ("admin", &admin),
-            ("port", &port),
-            ("clusters", &clusters),
-            ("routes", &routes),
-        ],
-    );
-    (Gateway::start(&yaml), port)
+    let mut b = Gateway::builder();
+    for (name, addr) in clusters {
+        b = b.cluster_yaml(&format!(
+            "{{name: {name}, endpoints: [{{address: \"{addr}\"}}]}}"
+        ));
+    }
+    let gw = b.routes_yaml(routes).start();
+    let port = gw.port();
+    (gw, port)
 }
 
 /// `gateway_mirror_requests_total{route,result}` (0 when absent).
 fn mirrored(metrics: &str, route: &str, result: &str) -> u64 {
-    metric_value(
-        metrics,
-        "gateway_mirror_requests_total",
-        &[("route", route), ("result", result)],
-    )
-    .unwrap_or(0.0) as u64
+    let labels = [("route", route), ("result", result)];
+    metric(metrics, "gateway_mirror_requests_total", &labels) as u64
 }
 
 /// `gateway_mirror_mismatch_total{route,kind}` (0 when absent).
 fn mismatches(metrics: &str, route: &str, kind: &str) -> u64 {
-    metric_value(
-        metrics,
-        "gateway_mirror_mismatch_total",
-        &[("route", route), ("kind", kind)],
-    )
-    .unwrap_or(0.0) as u64
+    let labels = [("route", route), ("kind", kind)];
+    metric(metrics, "gateway_mirror_mismatch_total", &labels) as u64
 }
 
 /// Every result of a route's copies, for messages.
@@ -70,19 +49,6 @@ fn results(metrics: &str, route: &str) -> String {
         .map(|r| format!("{r}={}", mirrored(metrics, route, r)))
         .collect::<Vec<_>>()
         .join(" ")
-}
-
-/// Polls `/metrics` every 50 ms until `done` holds or `limit` passes;
-/// returns the last text (the caller asserts on it).
-async fn wait_metrics(gw: &Gateway, limit: Duration, done: impl Fn(&str) -> bool) -> String {
-    let deadline = Instant::now() + limit;
-    loop {
-        let m = gw.metrics().await;
-        if done(&m) || Instant::now() >= deadline {
-            return m;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// Waits (bounded by `limit`) until the route's `sent` count equals the
@@ -103,14 +69,14 @@ async fn settle_sent(gw: &Gateway, route: &str, shadow: &Upstream, limit: Durati
     }
 }
 
-/// The `(lo, hi)` integer range within 3 sigma of Binomial(n, p)'s mean.
-fn three_sigma(n: usize, p: f64) -> (u64, u64, f64) {
-    let mean = n as f64 * p;
-    let sigma = (n as f64 * p * (1.0 - p)).sqrt();
+/// The `(lo, hi)` integer range within 3 sigma of Binomial(n, p)'s mean
+/// ([`gateway_tests::three_sigma`]), and sigma.
+fn sigma_range(n: usize, p: f64) -> (u64, u64, f64) {
+    let (mean, bound) = gateway_tests::three_sigma(n as u64, p);
     (
-        (mean - 3.0 * sigma).max(0.0).ceil() as u64,
-        (mean + 3.0 * sigma).floor() as u64,
-        sigma,
+        (mean - bound).max(0.0).ceil() as u64,
+        (mean + bound).floor() as u64,
+        bound / 3.0,
     )
 }
 
@@ -132,29 +98,7 @@ async fn ten_percent_of_2000_requests_are_mirrored() {
         "  - {name: sampled, cluster: primary, mirror: [{cluster: shadow, percentage: 10}]}\n",
     );
 
-    let client = http_client();
-    let statuses: Vec<u16> = futures_util::stream::iter(0..N)
-        .map(|i| {
-            let client = client.clone();
-            async move {
-                let resp = client
-                    .get(url(port, &format!("/s/{i}")))
-                    .send()
-                    .await
-                    .expect("request through the gateway");
-                let status = resp.status().as_u16();
-                let _ = resp.bytes().await;
-                status
-            }
-        })
-        .buffer_unordered(16)
-        .collect()
-        .await;
-    let ok = statuses.iter().filter(|s| **s == 200).count();
-    assert_eq!(
-        ok, N,
-        "expected all {N} client requests to get 200, got {ok}"
-    );
+    fire(port, "/s/", N, 16).await;
 
     let m = settle_sent(&gw, "sampled", &shadow, Duration::from_secs(10)).await;
     assert_eq!(
@@ -171,7 +115,7 @@ async fn ten_percent_of_2000_requests_are_mirrored() {
         "no primary request should carry {MIRROR_HEADER}"
     );
     let got = shadow.count();
-    let (lo, hi, sigma) = three_sigma(N, P);
+    let (lo, hi, sigma) = sigma_range(N, P);
     assert!(
         (lo..=hi).contains(&got),
         "mirror should see {lo}..={hi} of {N} requests at 10% (mean {}, sigma {sigma:.2}, 3 sigma), got {got}",
@@ -234,28 +178,12 @@ async fn key_sampling_mirrors_the_same_ids_every_pass() {
         "  - {name: keyed, cluster: primary, mirror: [{cluster: shadow, percentage: 30, sample_key: x-request-id}]}\n",
     );
 
-    let client = http_client();
     for pass in 1..=2 {
-        let statuses: Vec<u16> = futures_util::stream::iter(0..N)
-            .map(|i| {
-                let client = client.clone();
-                async move {
-                    let resp = client
-                        .get(url(port, &format!("/pass{pass}/{i}")))
-                        .header("x-request-id", format!("id-{i}"))
-                        .send()
-                        .await
-                        .expect("request through the gateway");
-                    let status = resp.status().as_u16();
-                    let _ = resp.bytes().await;
-                    status
-                }
-            })
-            .buffer_unordered(8)
-            .collect()
-            .await;
-        let ok = statuses.iter().filter(|s| **s == 200).count();
-        assert_eq!(ok, N, "pass {pass}: expected {N} answers 200, got {ok}");
+        fire_with(N, 8, move |c, i| {
+            c.get(url(port, &format!("/pass{pass}/{i}")))
+                .header("x-request-id", format!("id-{i}"))
+        })
+        .await;
     }
     let m = settle_sent(&gw, "keyed", &shadow, Duration::from_secs(10)).await;
     assert_eq!(
@@ -290,7 +218,7 @@ async fn key_sampling_mirrors_the_same_ids_every_pass() {
             .collect()
     };
     let (first, second) = (seen(1), seen(2));
-    let (lo, hi, sigma) = three_sigma(N, P);
+    let (lo, hi, sigma) = sigma_range(N, P);
     assert!(
         (lo..=hi).contains(&(first.len() as u64)),
         "pass 1 should mirror {lo}..={hi} of {N} ids at 30% (sigma {sigma:.2}), got {}",
@@ -496,15 +424,7 @@ async fn the_copy_is_faithful_with_shadow_host_and_stripped_headers() {
 /// the primary echoed all of it with the right SHA-256.
 async fn upload(port: u16, path: &str, data: Vec<u8>, chunked: bool) {
     let (len, want) = (data.len(), sha256_hex(&data));
-    let body = if chunked {
-        let chunks: Vec<Result<Vec<u8>, std::io::Error>> = data
-            .chunks(GENERATED_CHUNK)
-            .map(|c| Ok(c.to_vec()))
-            .collect();
-        reqwest::Body::wrap_stream(futures_util::stream::iter(chunks))
-    } else {
-        reqwest::Body::from(data)
-    };
+    let body = gateway_tests::upload_body(data, chunked);
     let resp = http_client()
         .post(url(port, path))
         .body(body)
@@ -626,7 +546,7 @@ async fn bodies_are_teed_intact_and_oversized_ones_abandoned() {
 /// Sends `n` requests to `path_prefix/i` (GETs, or POSTs with 1 KiB when
 /// `i` is odd) all at once when `concurrent`, else one after another; asserts
 /// each gets the primary's own 200 well under `bound`; returns the slowest.
-async fn fire(
+async fn send_timed(
     port: u16,
     path_prefix: &str,
     n: usize,
@@ -713,10 +633,10 @@ async fn primary_never_waits_for_a_dead_slow_or_full_mirror() {
     assert_eq!(warm.status(), 200, "warm-up request");
     let _ = warm.bytes().await;
 
-    let down = fire(port, "/down", N, false, BOUND).await;
-    let slowest = fire(port, "/slow", N, false, BOUND).await;
+    let down = send_timed(port, "/down", N, false, BOUND).await;
+    let slowest = send_timed(port, "/slow", N, false, BOUND).await;
     let t0 = Instant::now();
-    let full = fire(port, "/full", N, true, BOUND).await;
+    let full = send_timed(port, "/full", N, true, BOUND).await;
     let burst = t0.elapsed();
 
     let m = wait_metrics(&gw, Duration::from_secs(8), |m| {
@@ -907,9 +827,9 @@ async fn a_retried_request_still_mirrors_its_whole_body() {
     let primary = Upstream::named("primary");
     let shadow = Upstream::named("shadow");
     let dead = free_port();
-    let (admin, port) = (free_port(), free_port());
-    let gw = Gateway::start(&tpl(
-        r#"
+    let gw = Gateway::builder()
+        .config(
+            r#"
 admin: {listen: "127.0.0.1:${admin}"}
 listeners:
   - {name: public, listen: "127.0.0.1:${port}"}
@@ -919,14 +839,14 @@ clusters:
 routes:
   - {name: retried, cluster: flaky, retries: {attempts: 3, on: [connect-failure]}, mirror: [{cluster: shadow}]}
 "#,
-        &[
-            ("admin", &admin),
-            ("port", &port),
-            ("dead", &dead),
-            ("primary", &primary.address()),
-            ("shadow", &shadow.address()),
-        ],
-    ));
+            &[
+                ("dead", &dead),
+                ("primary", &primary.address()),
+                ("shadow", &shadow.address()),
+            ],
+        )
+        .start();
+    let port = gw.port();
     let mut want = Vec::new();
     for i in 0..N {
         let data = pseudo_random_bytes(64 * 1024, 100 + 2 * i as u64);
@@ -941,7 +861,7 @@ routes:
             >= N as u64
     })
     .await;
-    let retries = metric_value(&m, "gateway_retries_total", &[("route", "retried")]).unwrap_or(0.0);
+    let retries = metric(&m, "gateway_retries_total", &[("route", "retried")]);
     let copies = shadow.requests();
     let got: Vec<_> = want
         .iter()

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use gateway_tests::{
-    free_port, gateway_bin, http_client, metric_value, tpl, url, Gateway, RedisServer, Upstream,
+    gateway_bin, http_client, url, Gateway, GatewayBuilder, RedisServer, Upstream,
 };
 
 /// One test at a time (see the module docs). A tokio mutex: it is held
@@ -25,55 +25,31 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 const DECISIONS: &str = "gateway_ratelimit_decisions_total";
 const STORE_ERRORS: &str = "gateway_ratelimit_store_errors_total";
 
-/// A gateway config with one listener, cluster `app` on `app`, the given
-/// `routes:` entries (YAML lines indented by two spaces) and, when given, a
-/// `rate_limit_store` line.
-fn config(admin: u16, port: u16, app: &Upstream, routes: &str, store: Option<&str>) -> String {
-    let mut yaml = tpl(
-        r#"
-admin: {listen: "127.0.0.1:${admin}"}
-listeners:
-  - {name: public, listen: "127.0.0.1:${port}"}
-clusters:
-  - {name: app, endpoints: [{address: "${app}"}]}
-routes:
-${routes}
-"#,
-        &[
-            ("admin", &admin),
-            ("port", &port),
-            ("app", &app.address()),
-            ("routes", &routes),
-        ],
-    );
-    if let Some(store) = store {
-        yaml.push_str(&format!("rate_limit_store: {store}\n"));
+/// `b` with cluster `app` on `app`, the given `routes:` entries (YAML lines
+/// indented by two spaces) and, when given, a `rate_limit_store` line.
+fn config(b: GatewayBuilder, app: &Upstream, routes: &str, store: Option<&str>) -> GatewayBuilder {
+    let b = b.cluster("app", &[app], "").routes_yaml(routes);
+    match store {
+        Some(store) => b.yaml(&format!("rate_limit_store: {store}")),
+        None => b,
     }
-    yaml
 }
 
 /// Starts a gateway with [`config`] on fresh ports; returns it and its
 /// traffic port.
 fn start(app: &Upstream, routes: &str, store: Option<&str>) -> (Gateway, u16) {
-    let (admin, port) = (free_port(), free_port());
-    (
-        Gateway::start(&config(admin, port, app, routes, store)),
-        port,
-    )
+    let gw = config(Gateway::builder(), app, routes, store).start();
+    let port = gw.port();
+    (gw, port)
 }
 
 async fn decisions(gw: &Gateway, route: &str, rule: &str, decision: &str) -> u64 {
-    let text = gw.metrics().await;
-    metric_value(
-        &text,
-        DECISIONS,
-        &[("route", route), ("rule", rule), ("decision", decision)],
-    )
-    .unwrap_or(0.0) as u64
+    let labels = [("route", route), ("rule", rule), ("decision", decision)];
+    gw.metric(DECISIONS, &labels).value().await as u64
 }
 
 async fn store_errors(gw: &Gateway) -> u64 {
-    metric_value(&gw.metrics().await, STORE_ERRORS, &[]).unwrap_or(0.0) as u64
+    gw.metric(STORE_ERRORS, &[]).value().await as u64
 }
 
 /// The parts of a response the assertions look at.
@@ -479,33 +455,13 @@ async fn shadow_rule_counts_but_lets_everything_through() {
     );
 }
 
-/// Polls admin `/config` (up to 10 s) until `generation` is `want`.
-async fn wait_generation(gw: &Gateway, want: u64) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut last = serde_json::Value::Null;
-    while Instant::now() < deadline {
-        let (status, body) = gw.admin_get("/config").await;
-        if status == 200 {
-            let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
-            last = v["generation"].clone();
-            if last.as_u64() == Some(want) {
-                return;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("expected admin /config generation {want} within 10 s, last saw {last}");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reload_keeps_buckets_of_unchanged_rules_and_resets_changed_ones() {
     let _serial = SERIAL.lock().await;
     let app = Upstream::named("app");
-    let (admin, port) = (free_port(), free_port());
-    let yaml = |other_body: &str, rate: &str| {
+    let yaml = |b: GatewayBuilder, other_body: &str, rate: &str| {
         config(
-            admin,
-            port,
+            b,
             &app,
             &format!(
                 "  - {{name: other, match: {{path: /other}}, direct_response: {{status: 200, body: \"{other_body}\"}}}}\n  - name: limited\n    cluster: app\n    rate_limit:\n      - {{name: per-ip, key: client_ip, rate: {rate}, burst: 3}}"
@@ -513,7 +469,8 @@ async fn reload_keeps_buckets_of_unchanged_rules_and_resets_changed_ones() {
             None,
         )
     };
-    let gw = Gateway::start(&yaml("v1", "1/m"));
+    let gw = yaml(Gateway::builder(), "v1", "1/m").start();
+    let port = gw.port();
     let client = http_client();
     let mut codes = Vec::new();
     for _ in 0..4 {
@@ -522,8 +479,8 @@ async fn reload_keeps_buckets_of_unchanged_rules_and_resets_changed_ones() {
     assert_eq!(codes, [200, 200, 200, 429], "expected burst 3 then 429");
 
     // An unrelated route changes: the rule's bucket must be kept.
-    gw.write_file("gateway.yaml", &yaml("v2", "1/m"));
-    wait_generation(&gw, 2).await;
+    gw.rewrite(yaml(gw.same_ports(), "v2", "1/m"));
+    gw.wait_generation(2).await;
     let other = get(&client, port, "/other", &[]).await;
     assert_eq!(
         (other.status, other.body.as_str()),
@@ -542,8 +499,8 @@ async fn reload_keeps_buckets_of_unchanged_rules_and_resets_changed_ones() {
     );
 
     // The rule's rate changes: a fresh bucket.
-    gw.write_file("gateway.yaml", &yaml("v2", "2/m"));
-    wait_generation(&gw, 3).await;
+    gw.rewrite(yaml(gw.same_ports(), "v2", "2/m"));
+    gw.wait_generation(3).await;
     let s = get(&client, port, "/", &[]).await;
     assert_eq!(
         s.status, 200,
@@ -1054,18 +1011,17 @@ async fn memory_bound(
     // test), so the cap is enforced by eviction, the worst case.
     // No access log: a million JSON lines would cost time and disk, and
     // the direct response keeps the upstream out of the measurement.
-    let (admin, port) = (free_port(), free_port());
-    let mut yaml = config(
-        admin,
-        port,
+    let gw = config(
+        Gateway::builder(),
         &app,
         &format!(
             "  - name: flood\n    direct_response: {{status: 200, body: \"ok\\n\"}}\n    rate_limit:\n      - {{name: per-client, key: \"header:x-client\", rate: 1/h, burst: 10{max}}}"
         ),
         None,
-    );
-    yaml.push_str("telemetry: {access_log: {enabled: false}}\n");
-    let gw = Gateway::start(&yaml);
+    )
+    .yaml("telemetry: {access_log: {enabled: false}}")
+    .start();
+    let port = gw.port();
     let proto = match std::env::var("RATELIMIT_FLOOD_PROTO").as_deref() {
         Ok("h2c") => Proto::H2c {
             conns: 4,
@@ -1230,19 +1186,16 @@ async fn flood_of_a_million_distinct_keys_stays_under_the_memory_bound() {
 /// headers too, not only its 429s.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn direct_response_routes_carry_ratelimit_headers() {
-    let (admin, port) = (free_port(), free_port());
-    let _gw = Gateway::start(&tpl(
-        r#"
-admin: {listen: "127.0.0.1:${admin}"}
-listeners:
-  - {name: public, listen: "127.0.0.1:${port}"}
-routes:
+    let gw = Gateway::builder()
+        .routes_yaml(
+            r#"
   - name: hello
     direct_response: {status: 200, body: "hi\n"}
     rate_limit: [{name: per-client, key: client_ip, rate: 1/h, burst: 2}]
 "#,
-        &[("admin", &admin), ("port", &port)],
-    ));
+        )
+        .start();
+    let port = gw.port();
     let client = http_client();
     for expected_remaining in [1, 0] {
         let r = client.get(url(port, "/")).send().await.expect("request");

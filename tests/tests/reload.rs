@@ -7,14 +7,15 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use gateway_tests::{free_port, http_client, metric_value, tpl, url, Gateway, TestCa, Upstream};
+use gateway_tests::{
+    free_port, http_client, metric_value, tpl, url, Gateway, GatewayBuilder, TestCa, Upstream,
+};
 
 /// Config version `v`: routes every request to cluster `a` or, on odd
 /// versions, splits it between `a` and `b`; responses carry the version.
-/// `broken` makes it invalid in one of three ways.
+/// `broken` makes it invalid in one of three ways. `ports` gives the ports.
 fn versioned(
-    admin: u16,
-    port: u16,
+    ports: &GatewayBuilder,
     a: &Upstream,
     b: &Upstream,
     v: u32,
@@ -38,8 +39,10 @@ fn versioned(
     } else {
         format!("{{address: \"{}\"}}", a.address())
     };
-    let mut text = tpl(
-        r#"
+    let mut text = ports
+        .clone()
+        .config(
+            r#"
 admin: {listen: "127.0.0.1:${admin}"}
 listeners:
   - {name: public, listen: "127.0.0.1:${port}"}
@@ -54,15 +57,14 @@ routes:
     backends: ${backends}
     response_headers: {set: {x-config-version: "${v}"}}
 "#,
-        &[
-            ("admin", &admin),
-            ("port", &port),
-            ("a_endpoints", &a_endpoints),
-            ("b", &b.address()),
-            ("v", &v),
-            ("backends", &backends),
-        ],
-    );
+            &[
+                ("a_endpoints", &a_endpoints),
+                ("b", &b.address()),
+                ("v", &v),
+                ("backends", &backends),
+            ],
+        )
+        .to_yaml();
     match broken {
         None => {}
         Some(0) => text.push_str("  - name: [unclosed\n"),
@@ -108,8 +110,9 @@ async fn wait_for_version(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn hundred_changes_under_load_fail_no_request() {
     let (a, b) = (Upstream::named("a"), Upstream::named("b"));
-    let (admin, port) = (free_port(), free_port());
-    let gw = Gateway::start(&versioned(admin, port, &a, &b, 1, None));
+    let ports = Gateway::builder();
+    let gw = Gateway::start(&versioned(&ports, &a, &b, 1, None));
+    let port = gw.port();
 
     let stop = Arc::new(AtomicBool::new(false));
     let ok = Arc::new(AtomicU64::new(0));
@@ -162,7 +165,7 @@ async fn hundred_changes_under_load_fail_no_request() {
             // Every tenth change is invalid, in one of three ways.
             gw.write_file(
                 "gateway.yaml",
-                &versioned(admin, port, &a, &b, v, Some(v / 10 % 3)),
+                &versioned(&ports, &a, &b, v, Some(v / 10 % 3)),
             );
             invalid.push(v);
             tokio::time::sleep(Duration::from_millis(400)).await;
@@ -172,7 +175,7 @@ async fn hundred_changes_under_load_fail_no_request() {
                 "invalid version {v} must leave version {current} serving"
             );
         } else {
-            gw.write_file("gateway.yaml", &versioned(admin, port, &a, &b, v, None));
+            gw.write_file("gateway.yaml", &versioned(&ports, &a, &b, v, None));
             let took = wait_for_version(&probe, port, v, Duration::from_secs(1))
                 .await
                 .unwrap_or_else(|| panic!("valid version {v} not served within 1 s"));
@@ -244,8 +247,9 @@ async fn hundred_changes_under_load_fail_no_request() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn configmap_symlink_swap_and_in_place_writes_are_picked_up() {
     let (a, b) = (Upstream::named("a"), Upstream::named("b"));
-    let (admin, port) = (free_port(), free_port());
-    let gw = Gateway::start(&versioned(admin, port, &a, &b, 1, None));
+    let ports = Gateway::builder();
+    let gw = Gateway::start(&versioned(&ports, &a, &b, 1, None));
+    let port = gw.port();
     let client = http_client();
     let dir = gw.dir().to_path_buf();
 
@@ -254,7 +258,7 @@ async fn configmap_symlink_swap_and_in_place_writes_are_picked_up() {
     std::fs::create_dir(dir.join("..v2")).unwrap();
     std::fs::write(
         dir.join("..v2/gateway.yaml"),
-        versioned(admin, port, &a, &b, 2, None),
+        versioned(&ports, &a, &b, 2, None),
     )
     .unwrap();
     std::os::unix::fs::symlink("..v2", dir.join("..data")).unwrap();
@@ -271,7 +275,7 @@ async fn configmap_symlink_swap_and_in_place_writes_are_picked_up() {
     std::fs::create_dir(dir.join("..v3")).unwrap();
     std::fs::write(
         dir.join("..v3/gateway.yaml"),
-        versioned(admin, port, &a, &b, 3, None),
+        versioned(&ports, &a, &b, 3, None),
     )
     .unwrap();
     std::os::unix::fs::symlink("..v3", dir.join("..data_tmp")).unwrap();
@@ -287,7 +291,7 @@ async fn configmap_symlink_swap_and_in_place_writes_are_picked_up() {
     // A plain in-place write (truncate + write) of the real file.
     std::fs::write(
         dir.join("..v3/gateway.yaml"),
-        versioned(admin, port, &a, &b, 4, None),
+        versioned(&ports, &a, &b, 4, None),
     )
     .unwrap();
     assert!(
@@ -326,22 +330,12 @@ async fn listener_certificate_rotates_on_disk_change() {
     let ca = TestCa::new("rotation CA");
     let first = ca.issue(&["gw.test"]);
     let second = ca.issue(&["gw.test"]);
-    let dir = tempfile::tempdir().unwrap();
-    first.write(dir.path(), "gw.pem", "gw.key");
-    let (admin, port) = (free_port(), free_port());
-    let gw = Gateway::start_in(
-        dir,
-        &tpl(
-            r#"
-admin: {listen: "127.0.0.1:${admin}"}
-listeners:
-  - {name: tls, listen: "127.0.0.1:${port}", tls: {cert: gw.pem, key: gw.key}}
-routes:
-  - {name: hello, direct_response: {status: 200, body: "hi\n"}}
-"#,
-            &[("admin", &admin), ("port", &port)],
-        ),
-    );
+    let gw = Gateway::builder()
+        .listener_name("tls")
+        .tls(&first)
+        .route(r#"{name: hello, direct_response: {status: 200, body: "hi\n"}}"#)
+        .start();
+    let port = gw.port();
     assert_eq!(presented_cert(&ca, port).await, first.cert_der().to_vec());
     gw.write_file("gw.key", &second.key_pem());
     gw.write_file("gw.pem", &second.cert_pem());
@@ -358,9 +352,10 @@ routes:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unchanged_cluster_keeps_its_state() {
     let (a, b) = (Upstream::named("a"), Upstream::named("b"));
-    let (admin, port) = (free_port(), free_port());
+    let ports = Gateway::builder();
+    let port = ports.port();
     let yaml = |extra: &str| {
-        tpl(
+        ports.clone().config(
             r#"
 admin: {listen: "127.0.0.1:${admin}"}
 listeners:
@@ -371,16 +366,10 @@ routes:
 ${extra}
   - {name: main, cluster: rr}
 "#,
-            &[
-                ("admin", &admin),
-                ("port", &port),
-                ("a", &a.address()),
-                ("b", &b.address()),
-                ("extra", &extra),
-            ],
+            &[("a", &a.address()), ("b", &b.address()), ("extra", &extra)],
         )
     };
-    let gw = Gateway::start(&yaml(""));
+    let gw = yaml("").start();
     let client = http_client();
     let hit = |c: &reqwest::Client| {
         let c = c.clone();
@@ -397,7 +386,7 @@ ${extra}
     // kept. Wait on the admin API: requests would move the round robin.
     gw.write_file(
         "gateway.yaml",
-        &yaml("  - {name: other, match: {path: /other}, direct_response: {status: 204}}"),
+        &yaml("  - {name: other, match: {path: /other}, direct_response: {status: 204}}").to_yaml(),
     );
     let start = Instant::now();
     loop {
@@ -429,23 +418,14 @@ ${extra}
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_reload_sighup_and_status_tell_the_truth() {
     let (a, b) = (Upstream::named("a"), Upstream::named("b"));
-    let (admin, port) = (free_port(), free_port());
-    let gw = Gateway::start(&versioned(admin, port, &a, &b, 1, None));
+    let ports = Gateway::builder();
+    let gw = Gateway::start(&versioned(&ports, &a, &b, 1, None));
+    let port = gw.port();
     let http = http_client();
-    let post_reload = || {
-        let http = http.clone();
-        async move {
-            let r = http
-                .post(format!("http://127.0.0.1:{admin}/reload"))
-                .send()
-                .await
-                .expect("POST /reload");
-            let code = r.status().as_u16();
-            (
-                code,
-                r.json::<serde_json::Value>().await.expect("JSON answer"),
-            )
-        }
+    let post_reload = || async {
+        let (code, body) = gw.reload().await;
+        let doc: serde_json::Value = serde_json::from_str(&body).expect("JSON answer");
+        (code, doc)
     };
     // Nothing changed: an explicit reload says so.
     let (code, body) = post_reload().await;
@@ -458,7 +438,7 @@ async fn admin_reload_sighup_and_status_tell_the_truth() {
     // that attempt before asking explicitly.
     std::fs::write(
         gw.dir().join("gateway.yaml"),
-        versioned(admin, port, &a, &b, 2, Some(1)),
+        versioned(&ports, &a, &b, 2, Some(1)),
     )
     .unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -481,7 +461,7 @@ async fn admin_reload_sighup_and_status_tell_the_truth() {
     // Fixed: the watcher applies it; SIGHUP then reloads (nothing new).
     std::fs::write(
         gw.dir().join("gateway.yaml"),
-        versioned(admin, port, &a, &b, 3, None),
+        versioned(&ports, &a, &b, 3, None),
     )
     .unwrap();
     assert!(wait_for_version(&http, port, 3, Duration::from_secs(2))
@@ -589,20 +569,12 @@ routes:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_in_flight_requests_then_exits() {
     let slow = Upstream::slow(Duration::from_millis(1500));
-    let (admin, port) = (free_port(), free_port());
-    let mut gw = Gateway::start(&tpl(
-        r#"
-gateway: {drain_timeout: 10s}
-admin: {listen: "127.0.0.1:${admin}"}
-listeners:
-  - {name: public, listen: "127.0.0.1:${port}"}
-clusters:
-  - {name: slow, endpoints: [{address: "${up}"}]}
-routes:
-  - {name: slow, cluster: slow}
-"#,
-        &[("admin", &admin), ("port", &port), ("up", &slow.address())],
-    ));
+    let mut gw = Gateway::builder()
+        .yaml("gateway: {drain_timeout: 10s}")
+        .cluster("slow", &[&slow], "")
+        .route("{name: slow, cluster: slow}")
+        .start();
+    let port = gw.port();
     let in_flight = tokio::spawn(async move {
         http_client()
             .get(url(port, "/"))
@@ -630,27 +602,16 @@ routes:
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn zero_downtime_upgrade_under_load() {
     let up = Upstream::named("app");
-    let (admin, port) = (free_port(), free_port());
     let sock_dir = tempfile::tempdir().unwrap();
     let sock = sock_dir.path().join("upgrade.sock");
-    let yaml = tpl(
-        r#"
-gateway: {upgrade_sock: "${sock}", drain_timeout: 10s}
-admin: {listen: "127.0.0.1:${admin}"}
-listeners:
-  - {name: public, listen: "127.0.0.1:${port}"}
-clusters:
-  - {name: app, endpoints: [{address: "${up}"}]}
-routes:
-  - {name: app, cluster: app}
-"#,
-        &[
-            ("admin", &admin),
-            ("port", &port),
-            ("up", &up.address()),
-            ("sock", &sock.display()),
-        ],
-    );
+    let b = Gateway::builder()
+        .yaml(&format!(
+            "gateway: {{upgrade_sock: \"{}\", drain_timeout: 10s}}",
+            sock.display()
+        ))
+        .cluster("app", &[&up], "")
+        .route("{name: app, cluster: app}");
+    let (port, yaml) = (b.port(), b.to_yaml());
     let mut old = Gateway::start(&yaml);
 
     let stop = Arc::new(AtomicBool::new(false));

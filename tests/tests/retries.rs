@@ -1,55 +1,37 @@
 //! Retries: on 503, on connect failure, and never replaying a POST on a
 //! response-status condition.
 
-use gateway_tests::{free_port, http_client, metric_value, tpl, url, Gateway, Upstream};
+use gateway_tests::{endpoints, free_port, http_client, url, Gateway, Upstream};
 
-fn start(route_name: &str, endpoints: &[String], retries: &str) -> (Gateway, u16) {
-    let (admin, port) = (free_port(), free_port());
-    let endpoints: Vec<String> = endpoints
-        .iter()
-        .map(|a| format!("{{address: \"{a}\"}}"))
-        .collect();
-    let gw = Gateway::start(&tpl(
-        r#"
-admin: {listen: "127.0.0.1:${admin}"}
-listeners:
-  - {name: public, listen: "127.0.0.1:${port}"}
-clusters:
-  - {name: c, lb: round_robin, connect_timeout: 1s, endpoints: [${endpoints}]}
-routes:
-  - name: ${route}
-    cluster: c
-    retries: ${retries}
-"#,
-        &[
-            ("admin", &admin),
-            ("port", &port),
-            ("endpoints", &endpoints.join(", ")),
-            ("route", &route_name),
-            ("retries", &retries),
-        ],
-    ));
+fn start(route_name: &str, addresses: &[String], retries: &str) -> (Gateway, u16) {
+    let gw = Gateway::builder()
+        .cluster_yaml(&format!(
+            "{{name: c, lb: round_robin, connect_timeout: 1s, endpoints: [{}]}}",
+            endpoints(addresses)
+        ))
+        .route(&format!(
+            "{{name: {route_name}, cluster: c, retries: {retries}}}"
+        ))
+        .start();
+    let port = gw.port();
     (gw, port)
 }
 
 async fn retries_total(gw: &Gateway, route: &str) -> f64 {
-    let text = gw.metrics().await;
-    metric_value(&text, "gateway_retries_total", &[("route", route)]).unwrap_or(0.0)
+    gw.metric("gateway_retries_total", &[("route", route)])
+        .value()
+        .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retry_on_503_then_success() {
     let up = Upstream::fail_once(503);
-    let (gw, port) = start(
+    let (gw, _) = start(
         "retry503",
         &[up.address()],
         "{attempts: 3, on: [connect-failure, 503]}",
     );
-    let resp = http_client()
-        .get(url(port, "/x"))
-        .send()
-        .await
-        .expect("request");
+    let resp = gw.get("/x").await;
     assert_eq!(
         resp.status(),
         200,

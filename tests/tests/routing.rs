@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use gateway_tests::{free_port, http_client, tpl, url, Gateway, Reply, Upstream};
+use gateway_tests::{http_client, tpl, url, Gateway, Reply, Upstream};
 use reqwest::header::HeaderMap;
 use serde_json::Value;
 
@@ -53,12 +53,9 @@ fn assert_no_route(got: &Got, what: &str) {
 async fn host_exact_and_wildcard() {
     let exact = Upstream::named("exact");
     let wild = Upstream::named("wild");
-    let (admin, port) = (free_port(), free_port());
-    let gw = Gateway::start(&tpl(
-        r#"
-admin: {listen: "127.0.0.1:${admin}"}
-listeners:
-  - {name: public, listen: "127.0.0.1:${port}"}
+    let gw = Gateway::builder()
+        .yaml(&tpl(
+            r#"
 clusters:
   - {name: exact, endpoints: [{address: "${exact}"}]}
   - {name: wild, endpoints: [{address: "${wild}"}]}
@@ -66,13 +63,10 @@ routes:
   - {name: exact, match: {host: api.example.com}, cluster: exact}
   - {name: wild, match: {host: "*.example.com"}, cluster: wild}
 "#,
-        &[
-            ("admin", &admin),
-            ("port", &port),
-            ("exact", &exact.address()),
-            ("wild", &wild.address()),
-        ],
-    ));
+            &[("exact", &exact.address()), ("wild", &wild.address())],
+        ))
+        .start();
+    let port = gw.port();
 
     for (host, want) in [
         ("api.example.com", "exact"),
@@ -115,12 +109,9 @@ async fn path_exact_prefix_and_regex() {
     let p_exact = Upstream::named("p-exact");
     let p_prefix = Upstream::named("p-prefix");
     let p_regex = Upstream::named("p-regex");
-    let (admin, port) = (free_port(), free_port());
-    let _gw = Gateway::start(&tpl(
-        r#"
-admin: {listen: "127.0.0.1:${admin}"}
-listeners:
-  - {name: public, listen: "127.0.0.1:${port}"}
+    let gw = Gateway::builder()
+        .yaml(&tpl(
+            r#"
 clusters:
   - {name: p-exact, endpoints: [{address: "${e}"}]}
   - {name: p-prefix, endpoints: [{address: "${p}"}]}
@@ -130,14 +121,14 @@ routes:
   - {name: p-prefix, match: {path_prefix: /pre}, cluster: p-prefix}
   - {name: p-regex, match: {path_regex: "/re/[0-9]+"}, cluster: p-regex}
 "#,
-        &[
-            ("admin", &admin),
-            ("port", &port),
-            ("e", &p_exact.address()),
-            ("p", &p_prefix.address()),
-            ("r", &p_regex.address()),
-        ],
-    ));
+            &[
+                ("e", &p_exact.address()),
+                ("p", &p_prefix.address()),
+                ("r", &p_regex.address()),
+            ],
+        ))
+        .start();
+    let port = gw.port();
     let client = http_client();
     for (path, want) in [
         ("/exact", Some("p-exact")),
@@ -176,12 +167,9 @@ routes:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn methods_headers_and_query() {
     let echo = Upstream::echo();
-    let (admin, port) = (free_port(), free_port());
-    let _gw = Gateway::start(&tpl(
-        r#"
-admin: {listen: "127.0.0.1:${admin}"}
-listeners:
-  - {name: public, listen: "127.0.0.1:${port}"}
+    let gw = Gateway::builder()
+        .yaml(&tpl(
+            r#"
 clusters:
   - {name: echo, endpoints: [{address: "${echo}"}]}
 routes:
@@ -195,12 +183,10 @@ routes:
   - {name: q-absent, match: {path: /q/absent, query: {v: {present: false}}}, cluster: echo}
   - {name: q-regex, match: {path: /q/regex, query: {v: {regex: "[0-9]+"}}}, cluster: echo}
 "#,
-        &[
-            ("admin", &admin),
-            ("port", &port),
-            ("echo", &echo.address()),
-        ],
-    ));
+            &[("echo", &echo.address())],
+        ))
+        .start();
+    let port = gw.port();
     let client = http_client();
 
     // Methods.
@@ -295,26 +281,21 @@ async fn first_matching_route_wins() {
         .iter()
         .map(|n| Upstream::named(n))
         .collect();
-    let (admin, port) = (free_port(), free_port());
-    let mut yaml = format!(
-        "admin: {{listen: \"127.0.0.1:{admin}\"}}\nlisteners:\n  - {{name: public, listen: \"127.0.0.1:{port}\"}}\nclusters:\n"
-    );
-    for u in &ups {
-        yaml += &format!(
-            "  - {{name: {}, endpoints: [{{address: \"{}\"}}]}}\n",
-            u.name(),
-            u.address()
-        );
-    }
-    yaml += r#"routes:
+    let gw = ups
+        .iter()
+        .fold(Gateway::builder(), |b, u| b.cluster(u.name(), &[u], ""))
+        .routes_yaml(
+            r#"
   - {name: broad-first, match: {path_prefix: /o}, cluster: first}
   - {name: narrow-second, match: {path_prefix: /o/x}, cluster: second}
   - {name: narrow-first, match: {path_prefix: /p/x}, cluster: third}
   - {name: broad-second, match: {path_prefix: /p}, cluster: fourth}
   - {name: same-a, match: {path: /same}, cluster: fifth}
   - {name: same-b, match: {path: /same}, cluster: sixth}
-"#;
-    let _gw = Gateway::start(&yaml);
+"#,
+        )
+        .start();
+    let port = gw.port();
     for (path, want) in [
         ("/o/x/1", "first"),
         ("/o/y", "first"),
@@ -344,12 +325,9 @@ async fn first_matching_route_wins() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn direct_response_and_no_match() {
-    let (admin, port) = (free_port(), free_port());
-    let _gw = Gateway::start(&tpl(
-        r#"
-admin: {listen: "127.0.0.1:${admin}"}
-listeners:
-  - {name: public, listen: "127.0.0.1:${port}"}
+    let gw = Gateway::builder()
+        .yaml(
+            r#"
 routes:
   - name: teapot
     match: {path: /teapot}
@@ -361,8 +339,9 @@ routes:
     match: {path: /empty}
     direct_response: {status: 204}
 "#,
-        &[("admin", &admin), ("port", &port)],
-    ));
+        )
+        .start();
+    let port = gw.port();
     let got = send(http_client().get(url(port, "/teapot"))).await;
     assert_eq!(got.status, 418, "direct_response status");
     assert_eq!(got.body, "short and stout\n", "direct_response body");
@@ -396,24 +375,19 @@ routes:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rewrite_path_prefix_and_host() {
     let echo = Upstream::echo();
-    let (admin, port) = (free_port(), free_port());
-    let _gw = Gateway::start(&tpl(
-        r#"
-admin: {listen: "127.0.0.1:${admin}"}
-listeners:
-  - {name: public, listen: "127.0.0.1:${port}"}
+    let gw = Gateway::builder()
+        .yaml(&tpl(
+            r#"
 clusters:
   - {name: echo, endpoints: [{address: "${echo}"}]}
 routes:
   - {name: api, match: {path_prefix: /api}, rewrite: {path_prefix: /v2}, cluster: echo}
   - {name: host, match: {path_prefix: /host}, rewrite: {host: internal.example}, cluster: echo}
 "#,
-        &[
-            ("admin", &admin),
-            ("port", &port),
-            ("echo", &echo.address()),
-        ],
-    ));
+            &[("echo", &echo.address())],
+        ))
+        .start();
+    let port = gw.port();
     for (sent, want) in [
         ("/api/users?x=1", "/v2/users?x=1"),
         ("/api", "/v2"),
@@ -465,12 +439,9 @@ async fn request_and_response_header_edits() {
             .header("x-r-remove", "gone")
             .header("x-r-keep", "kept")
     });
-    let (admin, port) = (free_port(), free_port());
-    let _gw = Gateway::start(&tpl(
-        r#"
-admin: {listen: "127.0.0.1:${admin}"}
-listeners:
-  - {name: public, listen: "127.0.0.1:${port}"}
+    let gw = Gateway::builder()
+        .yaml(&tpl(
+            r#"
 clusters:
   - {name: echo, endpoints: [{address: "${echo}"}]}
   - {name: shaped, endpoints: [{address: "${shaped}"}]}
@@ -490,13 +461,10 @@ routes:
       add: {x-r-add: added}
       remove: [x-r-remove]
 "#,
-        &[
-            ("admin", &admin),
-            ("port", &port),
-            ("echo", &echo.address()),
-            ("shaped", &shaped.address()),
-        ],
-    ));
+            &[("echo", &echo.address()), ("shaped", &shaped.address())],
+        ))
+        .start();
+    let port = gw.port();
 
     let got = send(
         http_client()
@@ -569,12 +537,9 @@ routes:
 async fn weighted_backends_split_90_10() {
     let big = Upstream::named("big");
     let small = Upstream::named("small");
-    let (admin, port) = (free_port(), free_port());
-    let _gw = Gateway::start(&tpl(
-        r#"
-admin: {listen: "127.0.0.1:${admin}"}
-listeners:
-  - {name: public, listen: "127.0.0.1:${port}"}
+    let gw = Gateway::builder()
+        .yaml(&tpl(
+            r#"
 clusters:
   - {name: big, endpoints: [{address: "${big}"}]}
   - {name: small, endpoints: [{address: "${small}"}]}
@@ -582,13 +547,10 @@ routes:
   - name: split
     backends: [{cluster: big, weight: 90}, {cluster: small, weight: 10}]
 "#,
-        &[
-            ("admin", &admin),
-            ("port", &port),
-            ("big", &big.address()),
-            ("small", &small.address()),
-        ],
-    ));
+            &[("big", &big.address()), ("small", &small.address())],
+        ))
+        .start();
+    let port = gw.port();
     const N: usize = 2000;
     const WORKERS: usize = 8;
     let client = http_client();

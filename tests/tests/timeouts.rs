@@ -2,27 +2,14 @@
 
 use std::time::{Duration, Instant};
 
-use gateway_tests::{free_port, http_client, tpl, url, Gateway, Upstream};
+use gateway_tests::{free_port, http_client, url, Gateway, Upstream};
 
 fn start(cluster_yaml: &str, route_extra: &str) -> (Gateway, u16) {
-    let (admin, port) = (free_port(), free_port());
-    let gw = Gateway::start(&tpl(
-        r#"
-admin: {listen: "127.0.0.1:${admin}"}
-listeners:
-  - {name: public, listen: "127.0.0.1:${port}"}
-clusters:
-  - ${cluster}
-routes:
-  - {name: r, cluster: c${extra}}
-"#,
-        &[
-            ("admin", &admin),
-            ("port", &port),
-            ("cluster", &cluster_yaml),
-            ("extra", &route_extra),
-        ],
-    ));
+    let gw = Gateway::builder()
+        .cluster_yaml(cluster_yaml)
+        .route(&format!("{{name: r, cluster: c{route_extra}}}"))
+        .start();
+    let port = gw.port();
     (gw, port)
 }
 
@@ -67,15 +54,11 @@ async fn route_timeout_gives_504() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dead_endpoint_gives_502() {
     let dead = free_port();
-    let (_gw, port) = start(
+    let (gw, _) = start(
         &format!("{{name: c, endpoints: [{{address: \"127.0.0.1:{dead}\"}}]}}"),
         "",
     );
-    let resp = http_client()
-        .get(url(port, "/"))
-        .send()
-        .await
-        .expect("request");
+    let resp = gw.get("/").await;
     let status = resp.status().as_u16();
     let body = resp.text().await.unwrap_or_default();
     assert_eq!(status, 502, "an endpoint nobody listens on should give 502");
@@ -89,7 +72,7 @@ async fn dead_endpoint_gives_502() {
 async fn all_zero_weights_give_503() {
     let a = Upstream::named("a");
     let b = Upstream::named("b");
-    let (_gw, port) = start(
+    let (gw, _) = start(
         &format!(
             "{{name: c, endpoints: [{{address: \"{}\", weight: 0}}, {{address: \"{}\", weight: 0}}]}}",
             a.address(),
@@ -97,11 +80,7 @@ async fn all_zero_weights_give_503() {
         ),
         "",
     );
-    let resp = http_client()
-        .get(url(port, "/"))
-        .send()
-        .await
-        .expect("request");
+    let resp = gw.get("/").await;
     let status = resp.status().as_u16();
     let body = resp.text().await.unwrap_or_default();
     assert_eq!(

@@ -1,7 +1,7 @@
 //! TLS termination with ALPN, h2c on plaintext listeners, and upstream TLS
 //! origination with CA verification. Uses the system `curl` as the client.
 
-use gateway_tests::{curl, free_port, http_client, tls_client, tpl, Gateway, TestCa, Upstream};
+use gateway_tests::{curl, http_client, tls_client, tpl, Gateway, TestCa, Upstream};
 
 /// curl's `-w` output for a request whose body is discarded.
 fn curl_w(args: &[&str], cwd: &std::path::Path) -> String {
@@ -20,30 +20,16 @@ fn curl_w(args: &[&str], cwd: &std::path::Path) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_listener_negotiates_h2_and_h1() {
     let echo = Upstream::echo();
-    let dir = tempfile::tempdir().expect("tempdir");
     let ca = TestCa::new("gateway test CA");
-    ca.write_pem(dir.path(), "ca.pem");
-    ca.issue(&["gw.test"]).write(dir.path(), "gw.pem", "gw.key");
-    let (admin, tls_port) = (free_port(), free_port());
-    let gw = Gateway::start_in(
-        dir,
-        &tpl(
-            r#"
-admin: {listen: "127.0.0.1:${admin}"}
-listeners:
-  - {name: secure, listen: "127.0.0.1:${tls}", tls: {cert: gw.pem, key: gw.key}}
-clusters:
-  - {name: echo, endpoints: [{address: "${echo}"}]}
-routes:
-  - {name: all, cluster: echo}
-"#,
-            &[
-                ("admin", &admin),
-                ("tls", &tls_port),
-                ("echo", &echo.address()),
-            ],
-        ),
-    );
+    let b = Gateway::builder()
+        .listener_name("secure")
+        .tls(&ca.issue(&["gw.test"]));
+    ca.write_pem(b.dir_path(), "ca.pem");
+    let gw = b
+        .cluster("echo", &[&echo], "")
+        .route("{name: all, cluster: echo}")
+        .start();
+    let tls_port = gw.port();
     let resolve = format!("gw.test:{tls_port}:127.0.0.1");
     let https = format!("https://gw.test:{tls_port}/");
     let base = ["--cacert", "ca.pem", "--resolve", resolve.as_str()];
@@ -96,23 +82,11 @@ routes:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plaintext_listener_speaks_h2c_and_h1() {
     let echo = Upstream::echo();
-    let (admin, port) = (free_port(), free_port());
-    let gw = Gateway::start(&tpl(
-        r#"
-admin: {listen: "127.0.0.1:${admin}"}
-listeners:
-  - {name: public, listen: "127.0.0.1:${port}"}
-clusters:
-  - {name: echo, endpoints: [{address: "${echo}"}]}
-routes:
-  - {name: all, cluster: echo}
-"#,
-        &[
-            ("admin", &admin),
-            ("port", &port),
-            ("echo", &echo.address()),
-        ],
-    ));
+    let gw = Gateway::builder()
+        .cluster("echo", &[&echo], "")
+        .route("{name: all, cluster: echo}")
+        .start();
+    let port = gw.port();
     let http = format!("http://127.0.0.1:{port}/h2c");
     assert_eq!(
         curl_w(&["--http2-prior-knowledge", &http], gw.dir()),
@@ -140,19 +114,14 @@ routes:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_tls_verifies_against_the_configured_ca() {
-    let dir = tempfile::tempdir().expect("tempdir");
+    let b = Gateway::builder();
     let ca = TestCa::new("upstream CA");
-    ca.write_pem(dir.path(), "ca.pem");
-    TestCa::new("some other CA").write_pem(dir.path(), "wrong-ca.pem");
+    ca.write_pem(b.dir_path(), "ca.pem");
+    TestCa::new("some other CA").write_pem(b.dir_path(), "wrong-ca.pem");
     let up = Upstream::echo_tls("tls-up", &ca.issue(&["upstream.test"]));
-    let (admin, port) = (free_port(), free_port());
-    let _gw = Gateway::start_in(
-        dir,
-        &tpl(
+    let gw = b
+        .yaml(&tpl(
             r#"
-admin: {listen: "127.0.0.1:${admin}"}
-listeners:
-  - {name: public, listen: "127.0.0.1:${port}"}
 clusters:
   - {name: good, endpoints: [{address: "${up}"}], tls: {sni: upstream.test, ca: ca.pem}}
   - {name: bad, endpoints: [{address: "${up}"}], tls: {sni: upstream.test, ca: wrong-ca.pem}}
@@ -160,9 +129,10 @@ routes:
   - {name: good, match: {path_prefix: /good}, cluster: good}
   - {name: bad, match: {path_prefix: /bad}, cluster: bad}
 "#,
-            &[("admin", &admin), ("port", &port), ("up", &up.address())],
-        ),
-    );
+            &[("up", &up.address())],
+        ))
+        .start();
+    let port = gw.port();
     let client = http_client();
     let resp = client
         .get(format!("http://127.0.0.1:{port}/good"))

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use gateway_tests::{
     free_port, http_client, metric_value, parse_families, parse_prometheus, show_spans, tpl, url,
-    workspace_root, Gateway, OtlpReceiver, ReceivedSpan, Reply, SpanKind, Upstream,
+    wait_metrics, workspace_root, Gateway, OtlpReceiver, ReceivedSpan, Reply, SpanKind, Upstream,
 };
 use serde_json::Value;
 
@@ -113,29 +113,26 @@ fn start_gateway(
     route_extra: &str,
     telemetry: &str,
 ) -> (Gateway, u16) {
-    let (admin, port) = (free_port(), free_port());
-    let gw = Gateway::start(&tpl(
-        r#"
+    let gw = Gateway::builder()
+        .yaml(&tpl(
+            r#"
 gateway: {name: ${name}}
-admin: {listen: "127.0.0.1:${admin}"}
-listeners:
-  - {name: public, listen: "127.0.0.1:${port}"}
 clusters:
   - {name: c, connect_timeout: 1s, endpoints: [{address: "${endpoint}"}]}
 routes:
   - {name: ${route}, cluster: c${route_extra}}
 ${telemetry}
 "#,
-        &[
-            ("name", &name),
-            ("admin", &admin),
-            ("port", &port),
-            ("endpoint", &endpoint),
-            ("route", &route),
-            ("route_extra", &route_extra),
-            ("telemetry", &telemetry),
-        ],
-    ));
+            &[
+                ("name", &name),
+                ("endpoint", &endpoint),
+                ("route", &route),
+                ("route_extra", &route_extra),
+                ("telemetry", &telemetry),
+            ],
+        ))
+        .start();
+    let port = gw.port();
     (gw, port)
 }
 
@@ -287,18 +284,14 @@ async fn two_gateways_one_trace_with_parent_links() {
 async fn retries_make_one_attempt_span_per_try() {
     let recv = OtlpReceiver::start();
     let up = Upstream::fail_once(503);
-    let (gw, port) = start_gateway(
+    let (gw, _) = start_gateway(
         "gw-retry",
         &up.address(),
         "retried",
         ", retries: {attempts: 3, on: [connect-failure, 503]}",
         &tracing_block(&recv.endpoint(), "1.0", ""),
     );
-    let resp = http_client()
-        .get(url(port, "/again"))
-        .send()
-        .await
-        .expect("request");
+    let resp = gw.get("/again").await;
     assert_eq!(
         resp.status(),
         200,
@@ -680,24 +673,16 @@ async fn dead_or_stalled_collector_changes_nothing() {
     }
 
     let deadline = Instant::now() + Duration::from_secs(10);
-    let (errors, dropped) = loop {
-        let errors = metric_value(
-            &dead_gw.metrics().await,
-            "gateway_trace_export_errors_total",
-            &[],
-        )
-        .unwrap_or(0.0);
-        let dropped = metric_value(
-            &stall_gw.metrics().await,
-            "gateway_trace_spans_dropped_total",
-            &[],
-        )
-        .unwrap_or(0.0);
-        if (errors > 0.0 && dropped > 0.0) || Instant::now() > deadline {
-            break (errors, dropped);
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let (errors, _) = dead_gw
+        .metric("gateway_trace_export_errors_total", &[])
+        .within(Duration::from_secs(10))
+        .eventually(|v| v > 0.0)
+        .await;
+    let (dropped, _) = stall_gw
+        .metric("gateway_trace_spans_dropped_total", &[])
+        .within(deadline.saturating_duration_since(Instant::now()))
+        .eventually(|v| v > 0.0)
+        .await;
     eprintln!("dead collector: export errors {errors}; stalled collector (queue 8): spans dropped {dropped}");
     assert!(
         errors > 0.0,
@@ -731,13 +716,10 @@ async fn exercised_gateway(want: &[&str]) -> Exercised {
     let ok = Upstream::named("ok");
     let flaky = Upstream::fail_once(503);
     let broken = Upstream::start("broken", |_| Reply::text(500, "broken\n"));
-    let (admin, port) = (free_port(), free_port());
-    let gw = Gateway::start(&tpl(
-        r#"
+    let gw = Gateway::builder()
+        .yaml(&tpl(
+            r#"
 gateway: {name: gw-metrics}
-admin: {listen: "127.0.0.1:${admin}"}
-listeners:
-  - {name: public, listen: "127.0.0.1:${port}"}
 clusters:
   - {name: ok, endpoints: [{address: "${ok}"}]}
   - {name: flaky, endpoints: [{address: "${flaky}"}]}
@@ -752,15 +734,13 @@ routes:
   - {name: mirrored, match: {path_prefix: /mirrored}, cluster: ok, mirror: [{cluster: shadow, compare: {status: true}}]}
 telemetry: {tracing: {otlp_endpoint: "${otlp}", sample_ratio: 1.0}}
 "#,
-        &[
-            ("admin", &admin),
-            ("port", &port),
-            ("ok", &ok.address()),
+            &[("ok", &ok.address()),
             ("flaky", &flaky.address()),
             ("broken", &broken.address()),
-            ("otlp", &recv.endpoint()),
-        ],
-    ));
+            ("otlp", &recv.endpoint())],
+        ))
+        .start();
+    let port = gw.port();
     let client = http_client();
     for (path, want_status) in [
         (format!("/limited/{SECRET_PATH}"), 200),
@@ -775,27 +755,17 @@ telemetry: {tracing: {otlp_endpoint: "${otlp}", sample_ratio: 1.0}}
         let resp = client.get(url(port, &path)).send().await.expect("request");
         assert_eq!(resp.status(), want_status, "GET {path}");
     }
-    let resp = client
-        .post(format!("{}/reload", gw.admin_url()))
-        .send()
-        .await
-        .expect("POST /reload");
+    let (status, _) = gw.reload().await;
     assert!(
-        resp.status().is_success(),
-        "POST /reload of an unchanged config: expected 2xx, got {}",
-        resp.status()
+        (200..300).contains(&status),
+        "POST /reload of an unchanged config: expected 2xx, got {status}"
     );
     // Mirror comparisons finish after the responses: wait (bounded) until
     // every wanted name has a series; the caller asserts on what is there.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let text = gw.metrics().await;
-        let complete = want.iter().all(|m| metric_value(&text, m, &[]).is_some());
-        if complete || Instant::now() > deadline {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_metrics(&gw, Duration::from_secs(5), |text| {
+        want.iter().all(|m| metric_value(text, m, &[]).is_some())
+    })
+    .await;
     Exercised {
         gw,
         _ups: vec![ok, flaky, broken],

@@ -39,18 +39,7 @@ egress:
 
     // curl -x: absolute-form `GET http://api.partner.test:PORT/big`.
     let d = curl_download(&["-x", &proxy, &url], &[], eg.dir(), "big.bin").await;
-    assert_eq!(
-        (d.code, d.codes.as_str()),
-        (Some(0), "200 000"),
-        "curl -x {proxy} {url}: expected exit 0 and HTTP 200; stderr: {}\n--- gateway stderr ---\n{}",
-        d.stderr,
-        eg.stderr()
-    );
-    assert_eq!(
-        (d.len, d.sha256.as_str()),
-        (BIG, big_sha()),
-        "curl -x {proxy} {url}: the 10 MiB body must arrive intact (length, SHA-256)"
-    );
+    d.assert_big(&eg, "200 000", &format!("curl -x {proxy} {url}"));
 
     // reqwest with an HTTP proxy.
     let client = proxied_client(&proxy, None, None);
@@ -61,11 +50,7 @@ egress:
         Some(&b"download"[..]),
         "the answer must come from the download upstream"
     );
-    assert_eq!(
-        (len, sha.as_str()),
-        (BIG, big_sha()),
-        "reqwest via proxy: the 10 MiB body must arrive intact"
-    );
+    assert_big(len, &sha, "reqwest via proxy");
 
     // What the upstream saw: origin form, the URL's Host, no proxy headers.
     let reqs = up.requests();
@@ -141,28 +126,13 @@ egress:
         "big.bin",
     )
     .await;
-    assert_eq!(
-        (d.code, d.codes.as_str()),
-        (Some(0), "200 200"),
-        "HTTPS_PROXY={proxy} curl {url}: expected CONNECT 200 and HTTP 200; stderr: {}\n--- gateway stderr ---\n{}",
-        d.stderr,
-        eg.stderr()
-    );
-    assert_eq!(
-        (d.len, d.sha256.as_str()),
-        (BIG, big_sha()),
-        "curl through the CONNECT tunnel: the 10 MiB body must arrive intact"
-    );
+    d.assert_big(&eg, "200 200", &format!("HTTPS_PROXY={proxy} curl {url}"));
 
     // reqwest: an https:// URL through the proxy is a CONNECT tunnel.
     let client = proxied_client(&proxy, Some(&ca), None);
     let (status, _, len, sha) = reqwest_download(&eg, &client, &url).await;
     assert_eq!(status, 200, "reqwest via proxy {proxy}: GET {url}");
-    assert_eq!(
-        (len, sha.as_str()),
-        (BIG, big_sha()),
-        "reqwest through the CONNECT tunnel: the 10 MiB body must arrive intact"
-    );
+    assert_big(len, &sha, "reqwest through the CONNECT tunnel");
     assert_eq!(up.count(), 2, "the TLS upstream must see both downloads");
 
     eg.assert_requests("allow", "partner-https", 2.0).await;
@@ -234,26 +204,15 @@ egress:
     let proxy = eg.proxy_url();
 
     let d = curl_download(&["-x", &proxy, &url], &[], eg.dir(), "big.bin").await;
-    assert_eq!(
-        (d.code, d.codes.as_str()),
-        (Some(0), "200 000"),
-        "curl -x {proxy} {url} (originate_tls): expected HTTP 200; stderr: {}\n--- gateway stderr ---\n{}",
-        d.stderr,
-        eg.stderr()
-    );
-    assert_eq!(
-        (d.len, d.sha256.as_str()),
-        (BIG, big_sha()),
-        "curl, TLS originated by the gateway: the 10 MiB body must arrive intact"
+    d.assert_big(
+        &eg,
+        "200 000",
+        &format!("curl -x {proxy} {url} (originate_tls)"),
     );
     let client = proxied_client(&proxy, None, None);
     let (status, _, len, sha) = reqwest_download(&eg, &client, &url).await;
     assert_eq!(status, 200, "reqwest via proxy {proxy}: GET {url}");
-    assert_eq!(
-        (len, sha.as_str()),
-        (BIG, big_sha()),
-        "reqwest, TLS originated by the gateway: the 10 MiB body must arrive intact"
-    );
+    assert_big(len, &sha, "reqwest, TLS originated by the gateway");
     let reqs = up.requests();
     assert_eq!(
         reqs.len(),

@@ -9,15 +9,12 @@ async fn audit_only_lets_would_be_denials_through_and_records_them() {
     let up = Upstream::big_download(BIG as u64);
     let port = up.port();
     let dir = tempfile::tempdir().expect("tempdir");
-    let key = jwks_in(dir.path());
     // `partner-freeze` would deny every request to the partner; the allow
     // rule supplies the loopback `allow_cidrs` the audited request uses.
-    let eg = Egress::start(
+    let (eg, key) = Egress::for_functions(
         dir,
-        &format!(
-            "{TRUST_DOMAINS}{}",
-            tpl(
-                r#"
+        &tpl(
+            r#"
 egress:
   audit_only: true
   dns: {static: {api.partner.test: 127.0.0.1}}
@@ -25,8 +22,7 @@ egress:
     - {name: partner-http, hosts: [api.partner.test], ports: [${port}], allow_cidrs: [127.0.0.0/8]}
     - {name: partner-freeze, hosts: [api.partner.test], action: deny}
 "#,
-                &[("port", &port)]
-            )
+            &[("port", &port)],
         ),
     );
     let url = format!("http://{PARTNER}:{port}/big");
@@ -34,27 +30,12 @@ egress:
     // Twice anonymously (curl), once as fn-b (reqwest).
     for i in 0..2 {
         let d = curl_download(&["-x", &proxy, &url], &[], eg.dir(), "big.bin").await;
-        assert_eq!(
-            (d.code, d.codes.as_str()),
-            (Some(0), "200 000"),
-            "audit_only, would-be denial #{i}: must be let through; stderr {}\n{}",
-            d.stderr,
-            eg.stderr()
-        );
-        assert_eq!(
-            (d.len, d.sha256.as_str()),
-            (BIG, big_sha()),
-            "audit_only: the body must arrive intact"
-        );
+        d.assert_big(&eg, "200 000", &format!("audit_only, would-be denial #{i}"));
     }
     let client = proxied_client(&proxy, None, Some(&fn_token(&key, "fn-b")));
     let (status, _, len, sha) = reqwest_download(&eg, &client, &url).await;
     assert_eq!(status, 200, "audit_only, fn-b: must be let through");
-    assert_eq!(
-        (len, sha.as_str()),
-        (BIG, big_sha()),
-        "audit_only, fn-b: body intact"
-    );
+    assert_big(len, &sha, "audit_only, fn-b");
     assert_eq!(
         up.count(),
         3,
@@ -153,20 +134,16 @@ async fn access_log_has_one_egress_line_per_request() {
     let up = Upstream::named("api");
     let port = up.port();
     let dir = tempfile::tempdir().expect("tempdir");
-    let key = jwks_in(dir.path());
-    let eg = Egress::start(
+    let (eg, key) = Egress::for_functions(
         dir,
-        &format!(
-            "{TRUST_DOMAINS}{}",
-            tpl(
-                r#"
+        &tpl(
+            r#"
 egress:
   dns: {static: {api.partner.test: 127.0.0.1}}
   rules:
     - {name: partner-http, hosts: [api.partner.test], ports: [${port}], principals: ["https://issuer.fn.example#fn-a"], allow_cidrs: [127.0.0.0/8]}
 "#,
-                &[("port", &port)]
-            )
+            &[("port", &port)],
         ),
     );
     let url = format!("http://{PARTNER}:{port}/upload");

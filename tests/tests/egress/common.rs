@@ -11,9 +11,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use gateway_tests::{
-    free_port, metric_value, pseudo_random_bytes, sha256_hex, Gateway, TestCa, DOWNLOAD_SEED,
-};
+pub use gateway_tests::{error_chain, tail};
+use gateway_tests::{pseudo_random_bytes, sha256_hex, Gateway, TestCa, DOWNLOAD_SEED};
 use tempfile::TempDir;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -51,12 +50,6 @@ pub fn big_sha() -> &'static str {
     SHA.get_or_init(|| sha256_hex(&pseudo_random_bytes(BIG, DOWNLOAD_SEED)))
 }
 
-/// The last `n` lines of `text`.
-pub fn tail(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
-}
-
 /// A gateway with one egress listener.
 pub struct Egress {
     pub gw: Gateway,
@@ -69,14 +62,21 @@ impl Egress {
     /// and then `rest`: further top-level YAML (`egress:`,
     /// `trust_domains:`), placeholders already filled.
     pub fn start(dir: TempDir, rest: &str) -> Egress {
-        let (admin, port) = (free_port(), free_port());
-        let yaml = format!(
-            "admin: {{listen: \"127.0.0.1:{admin}\"}}\n\
-             listeners:\n  - {{name: egress, listen: \"127.0.0.1:{port}\", mode: egress}}\n\
-             {rest}\n"
-        );
-        let gw = Gateway::start_in(dir, &yaml);
+        let gw = Gateway::builder()
+            .in_dir(dir)
+            .listener_name("egress")
+            .listener("mode: egress")
+            .yaml(rest)
+            .start();
+        let port = gw.port();
         Egress { gw, port }
+    }
+
+    /// [`Egress::start`] for the functions: a fresh key's `jwks.json` in
+    /// `dir`, [`TRUST_DOMAINS`], then `rest`. Returns the key too.
+    pub fn for_functions(dir: TempDir, rest: &str) -> (Egress, gateway_tests::jwt::SigningKey) {
+        let key = jwks_in(dir.path());
+        (Egress::start(dir, &format!("{TRUST_DOMAINS}{rest}")), key)
     }
 
     /// The egress listener's address.
@@ -99,42 +99,14 @@ impl Egress {
         tail(&self.gw.stderr(), 40)
     }
 
-    /// `gateway_egress_requests_total{decision,rule}` (0 when absent).
-    pub async fn requests(&self, decision: &str, rule: &str) -> f64 {
-        let text = self.gw.metrics().await;
-        metric_value(
-            &text,
-            "gateway_egress_requests_total",
-            &[("decision", decision), ("rule", rule)],
-        )
-        .unwrap_or(0.0)
-    }
-
-    /// Every `gateway_egress_requests_total` sample, as `decision/rule =
-    /// value` lines (for failure messages).
-    pub async fn all_requests(&self) -> String {
-        let text = self.gw.metrics().await;
-        text.lines()
-            .filter(|l| l.starts_with("gateway_egress_requests_total"))
-            .collect::<Vec<_>>()
-            .join("\n")
-    }
-
     /// Asserts `gateway_egress_requests_total{decision,rule}` equals `want`,
     /// polling up to 5 s (the gateway answers before it counts).
     pub async fn assert_requests(&self, decision: &str, rule: &str, want: f64) {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        let mut got = self.requests(decision, rule).await;
-        while got != want && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            got = self.requests(decision, rule).await;
-        }
-        assert_eq!(
-            got,
-            want,
-            "gateway_egress_requests_total{{decision=\"{decision}\",rule=\"{rule}\"}}: expected {want}, got {got}\nall egress request samples:\n{}",
-            self.all_requests().await
-        );
+        let labels = [("decision", decision), ("rule", rule)];
+        self.gw
+            .metric("gateway_egress_requests_total", &labels)
+            .eventually_eq(want)
+            .await;
     }
 
     /// Waits (up to 5 s) for `n` access-log lines of kind `egress`
@@ -441,6 +413,31 @@ pub async fn curl(args: &[&str], env: &[(&str, &str)], cwd: &Path) -> CurlRun {
     }
 }
 
+/// Asserts a downloaded body is the [`BIG`] one (length and SHA-256).
+pub fn assert_big(len: usize, sha256: &str, what: &str) {
+    assert_eq!(
+        (len, sha256),
+        (BIG, big_sha()),
+        "{what}: the 10 MiB body must arrive intact (length, SHA-256)"
+    );
+}
+
+impl CurlDownload {
+    /// Asserts curl exited 0 with `-w` codes `codes` (and, on failure,
+    /// shows curl's and the gateway's stderr), then that the body is
+    /// [`BIG`]'s.
+    pub fn assert_big(&self, eg: &Egress, codes: &str, what: &str) {
+        assert_eq!(
+            (self.code, self.codes.as_str()),
+            (Some(0), codes),
+            "{what}: expected exit 0 and codes {codes}; stderr: {}\n--- gateway stderr ---\n{}",
+            self.stderr,
+            eg.stderr()
+        );
+        assert_big(self.len, &self.sha256, what);
+    }
+}
+
 /// A download with curl into `file` (in `cwd`): curl's exit code, `-w`
 /// output (`%{http_code}` and `%{http_connect}`), and the file's length and
 /// SHA-256.
@@ -504,18 +501,6 @@ pub fn proxied_client(
         b = b.add_root_certificate(root);
     }
     b.build().expect("build proxied reqwest client")
-}
-
-/// The whole `source()` chain of an error.
-pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 /// `GET url` through `client`: status, headers, body length and SHA-256;

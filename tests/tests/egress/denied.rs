@@ -50,13 +50,9 @@ fn setup() -> Setup {
     let reports = Upstream::echo_tls("reports", &ca.issue(&["reports.partner.test"]));
     let dir = tempfile::tempdir().expect("tempdir");
     ca.write_pem(dir.path(), "ca.pem");
-    let key = jwks_in(dir.path());
-    let eg = Egress::start(
+    let (eg, key) = Egress::for_functions(
         dir,
-        &format!(
-            "{TRUST_DOMAINS}{}",
-            tpl(RULES, &[("port", &api.port()), ("tls", &reports.port())])
-        ),
+        &tpl(RULES, &[("port", &api.port()), ("tls", &reports.port())]),
     );
     Setup {
         eg,

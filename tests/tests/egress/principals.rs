@@ -39,15 +39,11 @@ fn setup() -> Setup {
     let b = Upstream::named("B");
     let dir = tempfile::tempdir().expect("tempdir");
     ca.write_pem(dir.path(), "ca.pem");
-    let key = jwks_in(dir.path());
-    let eg = Egress::start(
+    let (eg, key) = Egress::for_functions(
         dir,
-        &format!(
-            "{TRUST_DOMAINS}{}",
-            tpl(
-                RULES,
-                &[("a", &a.port()), ("a_tls", &a_tls.port()), ("b", &b.port())]
-            )
+        &tpl(
+            RULES,
+            &[("a", &a.port()), ("a_tls", &a_tls.port()), ("b", &b.port())],
         ),
     );
     Setup {
@@ -349,13 +345,10 @@ async fn bad_or_missing_credentials_get_407_with_a_challenge() {
 async fn require_credentials_refuses_anonymous_callers_with_407() {
     let up = Upstream::named("open");
     let dir = tempfile::tempdir().expect("tempdir");
-    let key = jwks_in(dir.path());
-    let eg = Egress::start(
+    let (eg, key) = Egress::for_functions(
         dir,
-        &format!(
-            "{TRUST_DOMAINS}{}",
-            tpl(
-                r#"
+        &tpl(
+            r#"
 egress:
   require_credentials: true
   caller_groups: [{name: functions, cidrs: [127.0.0.0/8]}]
@@ -363,8 +356,7 @@ egress:
   rules:
     - {name: open, hosts: [open.partner.test], ports: [${port}], allow_cidrs: [127.0.0.0/8]}
 "#,
-                &[("port", &up.port())]
-            )
+            &[("port", &up.port())],
         ),
     );
     let url = format!("http://open.partner.test:{}/x", up.port());

@@ -3,8 +3,9 @@
 
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
-use std::time::{Duration, Instant};
 
+use gateway_tests::jwt::{self, SigningKey};
+pub use gateway_tests::{error_chain, tail};
 use gateway_tests::{metric_value, Gateway, RequestInfo, Upstream};
 
 pub const B_TD: &str = "cluster-b.example";
@@ -45,17 +46,6 @@ pub struct Outcome {
     pub status: u16,
     pub www_authenticate: Option<String>,
     pub body: String,
-}
-
-/// The whole `source()` chain of an error, for failure messages.
-pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let _ = write!(s, ": {c}");
-        cur = c.source();
-    }
-    s
 }
 
 /// Sends `method url` with an optional bearer token and extra headers.
@@ -109,12 +99,6 @@ pub async fn send_ok(
                 tail(&gw.stderr(), 40)
             )
         })
-}
-
-/// The last `n` lines of `text`.
-pub fn tail(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 /// Asserts a 401 for an invalid token: `WWW-Authenticate` starts with
@@ -242,27 +226,6 @@ pub fn authn(metrics: &str, labels: &[(&str, &str)]) -> f64 {
     metric_value(metrics, "gateway_authn_total", labels).unwrap_or(0.0)
 }
 
-/// Waits (up to `limit`) until the admin `/config` generation is at least
-/// `generation`; panics otherwise.
-pub async fn wait_generation(gw: &Gateway, generation: u64, limit: Duration) {
-    let start = Instant::now();
-    loop {
-        let (_, body) = gw.admin_get("/config").await;
-        let cfg: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
-        if cfg["generation"].as_u64().unwrap_or(0) >= generation {
-            return;
-        }
-        assert!(
-            start.elapsed() < limit,
-            "config generation {generation} not reached within {limit:?}; /config says {:?} (reload: {})\n--- gateway stderr ---\n{}",
-            cfg["generation"],
-            cfg["reload"],
-            tail(&gw.stderr(), 40)
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// The admin JWKS (`GET /.well-known/jwks.json`), parsed; panics unless 200 JSON.
 pub async fn admin_jwks(gw: &Gateway) -> serde_json::Value {
     let (status, body) = gw.admin_get("/.well-known/jwks.json").await;
@@ -292,4 +255,54 @@ pub fn bearer_of(req: &RequestInfo) -> String {
         "Authorization is not `Bearer <jwt>`: {auth:?}"
     );
     token.trim().to_string()
+}
+
+/// The issuer of the tokens cluster B's gateway mints.
+pub const B_TOKEN_ISSUER: &str = "https://gw.cluster-b.example";
+
+/// A cluster-B gateway on [`B_GW_IP`] for the JWT tests: trust domain
+/// `cluster-b.example` whose issuer [`B_ISSUER`] (audience `edge`) has
+/// `keys` (file `jwks.json`); with `signer`, a token issuer
+/// [`B_TOKEN_ISSUER`] signing with it (file `token.key`); listener
+/// `listener`, one cluster named like `up`, and `routes` (YAML lines under
+/// `routes:`).
+pub fn b_jwt_gateway(
+    keys: &[&SigningKey],
+    signer: Option<&SigningKey>,
+    listener: &str,
+    up: &Upstream,
+    routes: &str,
+) -> Gateway {
+    let mut b = Gateway::builder().file("jwks.json", &jwt::jwks_json(keys));
+    let mut token_issuer = String::new();
+    if let Some(signer) = signer {
+        b = b.file("token.key", signer.private_key_pem());
+        token_issuer = format!("token_issuer: {{issuer: \"{B_TOKEN_ISSUER}\", key: token.key}}");
+    }
+    b.config(
+        r#"
+admin: {listen: "${ip}:${admin}"}
+trust_domains:
+  - name: cluster-b.example
+    jwt_issuers:
+      - {issuer: "${iss}", audiences: [edge], jwks_file: jwks.json}
+${token_issuer}
+listeners:
+  - {name: ${listener}, listen: "${ip}:${port}"}
+clusters:
+  - {name: ${cluster}, endpoints: [{address: "${up}"}]}
+routes:
+${routes}
+"#,
+        &[
+            ("ip", &B_GW_IP),
+            ("iss", &B_ISSUER),
+            ("token_issuer", &token_issuer),
+            ("listener", &listener),
+            ("cluster", &up.name()),
+            ("up", &up.address()),
+            ("routes", &routes.trim_matches('\n')),
+        ],
+    )
+    .start()
 }

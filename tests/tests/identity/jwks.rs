@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use gateway_tests::jwt::{self, SigningKey};
-use gateway_tests::{free_port, http_client, tpl, Gateway, Reply, Upstream};
+use gateway_tests::{http_client, Gateway, Reply, Upstream};
 
 use crate::common::*;
 
@@ -48,9 +48,9 @@ async fn jwks_uri_rotation_adds_and_removes_keys() {
             .body(served.lock().expect("jwks doc").clone())
     });
     let up = Upstream::named_at(ip(B_SVC_IP), "api");
-    let (admin, port) = (free_port(), free_port());
-    let gw = Gateway::start(&tpl(
-        r#"
+    let gw = Gateway::builder()
+        .config(
+            r#"
 admin: {listen: "${ip}:${admin}"}
 trust_domains:
   - name: cluster-b.example
@@ -66,15 +66,15 @@ clusters:
 routes:
   - {name: api, match: {path_prefix: /api}, cluster: api, auth: {jwt: required}}
 "#,
-        &[
-            ("ip", &B_GW_IP),
-            ("admin", &admin),
-            ("port", &port),
-            ("iss", &B_ISSUER),
-            ("jwks", &issuer.address()),
-            ("up", &up.address()),
-        ],
-    ));
+            &[
+                ("ip", &B_GW_IP),
+                ("iss", &B_ISSUER),
+                ("jwks", &issuer.address()),
+                ("up", &up.address()),
+            ],
+        )
+        .start();
+    let port = gw.port();
     let client = http_client();
     let url = format!("http://{B_GW_IP}:{port}/api/rotation");
     let claims = jwt::claims(B_ISSUER, "user-42", "edge");
@@ -143,40 +143,20 @@ async fn jwks_file_and_token_issuer_key_reload() {
     let signer_1 = SigningKey::es256("unused");
     let signer_2 = SigningKey::es256("unused");
     let up = Upstream::named_at(ip(B_SVC_IP), "api");
-    let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(dir.path().join("jwks.json"), jwt::jwks_json(&[&old])).unwrap();
-    std::fs::write(dir.path().join("token.key"), signer_1.private_key_pem()).unwrap();
-    let (admin, port) = (free_port(), free_port());
-    let gw = Gateway::start_in(
-        dir,
-        &tpl(
-            r#"
-admin: {listen: "${ip}:${admin}"}
-trust_domains:
-  - name: cluster-b.example
-    jwt_issuers:
-      - {issuer: "${iss}", audiences: [edge], jwks_file: jwks.json}
-token_issuer: {issuer: "https://gw.cluster-b.example", key: token.key}
-listeners:
-  - {name: mesh, listen: "${ip}:${port}"}
-clusters:
-  - {name: api, endpoints: [{address: "${up}"}]}
-routes:
+    let gw = b_jwt_gateway(
+        &[&old],
+        Some(&signer_1),
+        "mesh",
+        &up,
+        r#"
   - name: api
     match: {path_prefix: /api}
     cluster: api
     auth: {jwt: required}
     identity: {token: {audience: api.cluster-b}}
 "#,
-            &[
-                ("ip", &B_GW_IP),
-                ("admin", &admin),
-                ("port", &port),
-                ("iss", &B_ISSUER),
-                ("up", &up.address()),
-            ],
-        ),
     );
+    let port = gw.port();
     let client = http_client();
     let claims = jwt::claims(B_ISSUER, "user-42", "edge");
     let (t_old, t_new) = (old.sign(&claims), new.sign(&claims));

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use gateway_tests::{
-    curl, free_port, metric_value, mtls_client, tls_exchange, tpl, Gateway, LeafCert, LeafSpec,
+    curl, metric_value, mtls_client, tls_exchange, Gateway, GatewayBuilder, LeafCert, LeafSpec,
     TestCa, TlsOutcome, Upstream,
 };
 
@@ -14,8 +14,8 @@ use crate::common::*;
 /// A cluster-A-like gateway on 127.0.1.1 with `client_auth: require` and
 /// the default `client_trust_domains` (every trust domain with a `ca`),
 /// routing everything to `up`. `extra_tds` is appended to `trust_domains`.
-fn mtls_gateway_yaml(admin: u16, port: u16, up: &Upstream, extra_tds: &str) -> String {
-    tpl(
+fn mtls_gateway(b: GatewayBuilder, up: &Upstream, extra_tds: &str) -> GatewayBuilder {
+    b.config(
         r#"
 admin: {listen: "${ip}:${admin}"}
 trust_domains:
@@ -37,8 +37,6 @@ routes:
 "#,
         &[
             ("ip", &A_GW_IP),
-            ("admin", &admin),
-            ("port", &port),
             ("up", &up.address()),
             ("extra", &extra_tds),
         ],
@@ -62,8 +60,8 @@ fn start_mtls_gateway() -> MtlsFixture {
     b_ca.write_pem(dir.path(), "b-ca.pem");
     a_ca.issue_svid(A_GW_ID, &[A_GW_HOST])
         .write(dir.path(), "gw-a.pem", "gw-a.key");
-    let (admin, port) = (free_port(), free_port());
-    let gw = Gateway::start_in(dir, &mtls_gateway_yaml(admin, port, &up, ""));
+    let gw = mtls_gateway(Gateway::builder().in_dir(dir), &up, "").start();
+    let port = gw.port();
     MtlsFixture {
         gw,
         up,
@@ -330,15 +328,12 @@ async fn trust_domain_cas_reload_without_restart() {
 
     // Add cluster C (its CA file first, then the config naming it).
     f.gw.write_file("c-ca.pem", &c_ca.cert_pem());
-    let admin = f.gw.admin_addr().port();
-    let yaml = mtls_gateway_yaml(
-        admin,
-        f.port,
+    f.gw.rewrite(mtls_gateway(
+        f.gw.same_ports(),
         &f.up,
         &format!("  - name: {C_TD}\n    ca: c-ca.pem"),
-    );
-    f.gw.write_file("gateway.yaml", &yaml);
-    wait_generation(&f.gw, 2, limit).await;
+    ));
+    f.gw.wait_generation_at_least(2, limit).await;
     wait_mtls(
         &f,
         "cluster-c SVID after adding cluster C",
@@ -433,7 +428,7 @@ async fn resumed_sessions_are_checked_again_after_a_reload() {
     // Cluster B's CA is replaced: the old SVID is no longer trusted.
     let other = TestCa::new("cluster-b.example CA 2");
     f.gw.write_file("b-ca.pem", &other.cert_pem());
-    wait_generation(&f.gw, 2, limit).await;
+    f.gw.wait_generation_at_least(2, limit).await;
     let after = send(&client, "GET", &url, None, &[]).await;
     match &after {
         Err(_) => {}

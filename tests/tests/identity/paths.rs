@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use gateway_tests::{free_port, tpl, Gateway, Upstream};
+use gateway_tests::{Gateway, Upstream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::common::*;
@@ -16,9 +16,9 @@ async fn raw_get(port: u16, path: &str) -> u16 {
 #[tokio::test]
 async fn path_tricks_are_normalised_before_routing_and_authorization() {
     let up = Upstream::named_at(ip(B_SVC_IP), "orders");
-    let (admin, port) = (free_port(), free_port());
-    let gw = Gateway::start(&tpl(
-        r#"
+    let gw = Gateway::builder()
+        .config(
+            r#"
 admin: {listen: "${ip}:${admin}"}
 listeners:
   - {name: edge, listen: "${ip}:${port}"}
@@ -34,13 +34,10 @@ routes:
     match: {path_prefix: /public}
     cluster: orders
 "#,
-        &[
-            ("ip", &B_GW_IP),
-            ("admin", &admin),
-            ("port", &port),
-            ("up", &up.address()),
-        ],
-    ));
+            &[("ip", &B_GW_IP), ("up", &up.address())],
+        )
+        .start();
+    let port = gw.port();
     for (path, want, upstream_path) in [
         ("/orders/list", 200, Some("/orders/list")),
         ("/orders/./list", 200, Some("/orders/list")),
@@ -105,40 +102,20 @@ async fn malformed_credentials_are_refused_and_token_headers_are_the_gateways() 
     let key = SigningKey::es256("b-1");
     let signer = SigningKey::es256("gw-1");
     let up = Upstream::named_at(ip(B_SVC_IP), "svc");
-    let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(dir.path().join("jwks.json"), jwt::jwks_json(&[&key])).unwrap();
-    std::fs::write(dir.path().join("signer.key"), signer.private_key_pem()).unwrap();
-    let (admin, port) = (free_port(), free_port());
-    let gw = Gateway::start_in(
-        dir,
-        &tpl(
-            r#"
-admin: {listen: "${ip}:${admin}"}
-trust_domains:
-  - name: cluster-b.example
-    jwt_issuers:
-      - {issuer: "${iss}", audiences: [edge], jwks_file: jwks.json}
-token_issuer: {issuer: "https://gw.cluster-b.example", key: signer.key}
-listeners:
-  - {name: edge, listen: "${ip}:${port}"}
-clusters:
-  - {name: svc, endpoints: [{address: "${up}"}]}
-routes:
+    let gw = b_jwt_gateway(
+        &[&key],
+        Some(&signer),
+        "edge",
+        &up,
+        r#"
   - name: optional
     match: {path_prefix: /optional}
     cluster: svc
     auth: {jwt: optional}
     identity: {token: {audience: svc, header: x-gw-token}}
 "#,
-            &[
-                ("ip", &B_GW_IP),
-                ("admin", &admin),
-                ("port", &port),
-                ("iss", &B_ISSUER),
-                ("up", &up.address()),
-            ],
-        ),
     );
+    let port = gw.port();
     let good = key.sign(&jwt::claims(B_ISSUER, "user-1", "edge"));
     let good_header = format!("Authorization: Bearer {good}");
     for (what, headers, want) in [

@@ -3,11 +3,10 @@
 //! mints against the JWKS the gateway serves.
 
 use gateway_tests::jwt::{self, SigningKey};
-use gateway_tests::{free_port, http_client, tpl, Gateway, Upstream};
+use gateway_tests::{http_client, Upstream};
 
 use crate::common::*;
 
-const GW_ISSUER: &str = "https://gw.cluster-b.example";
 const API_AUD: &str = "api.cluster-b";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -20,46 +19,16 @@ async fn pyjwt_tokens_are_accepted_and_minted_tokens_verify_in_pyjwt() {
     let ec = SigningKey::es256("py-ec");
     let signer = SigningKey::es256("unused");
     let up = Upstream::named_at(ip(B_SVC_IP), "api");
-    let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(dir.path().join("jwks.json"), jwt::jwks_json(&[&rsa, &ec])).unwrap();
-    std::fs::write(dir.path().join("token.key"), signer.private_key_pem()).unwrap();
-    let (admin, port) = (free_port(), free_port());
-    let gw = Gateway::start_in(
-        dir,
-        &tpl(
-            r#"
-admin: {listen: "${ip}:${admin}"}
-trust_domains:
-  - name: cluster-b.example
-    jwt_issuers:
-      - issuer: ${iss}
-        audiences: [edge]
-        jwks_file: jwks.json
-token_issuer:
-  issuer: ${gw_iss}
-  key: token.key
-listeners:
-  - {name: mesh, listen: "${ip}:${port}"}
-clusters:
-  - {name: api, endpoints: [{address: "${up}"}]}
-routes:
-  - name: api
-    match: {path_prefix: /api}
-    cluster: api
-    auth: {jwt: required}
-    identity: {token: {audience: ${aud}}}
-"#,
-            &[
-                ("ip", &B_GW_IP),
-                ("admin", &admin),
-                ("port", &port),
-                ("iss", &B_ISSUER),
-                ("gw_iss", &GW_ISSUER),
-                ("aud", &API_AUD),
-                ("up", &up.address()),
-            ],
+    let gw = b_jwt_gateway(
+        &[&rsa, &ec],
+        Some(&signer),
+        "mesh",
+        &up,
+        &format!(
+            "  - name: api\n    match: {{path_prefix: /api}}\n    cluster: api\n    auth: {{jwt: required}}\n    identity: {{token: {{audience: {API_AUD}}}}}"
         ),
     );
+    let port = gw.port();
     let client = http_client();
     let jwks = admin_jwks(&gw).await;
 
@@ -102,8 +71,8 @@ routes:
 
         let req = seen(&up, &path).expect("the upstream saw the request");
         let minted = bearer_of(&req);
-        let claims =
-            jwt::pyjwt_verify(&minted, &jwks, "ES256", GW_ISSUER, API_AUD).unwrap_or_else(|e| {
+        let claims = jwt::pyjwt_verify(&minted, &jwks, "ES256", B_TOKEN_ISSUER, API_AUD)
+            .unwrap_or_else(|e| {
                 panic!("PyJWT must verify the minted token {minted} against {jwks}: {e}")
             });
         assert_eq!(claims["sub"], format!("{B_ISSUER}#{sub}"), "sub: {claims}");
@@ -114,7 +83,7 @@ routes:
         // The check has teeth: PyJWT refuses a tampered minted token.
         let tampered = jwt::tamper_signature(&minted);
         assert!(
-            jwt::pyjwt_verify(&tampered, &jwks, "ES256", GW_ISSUER, API_AUD).is_err(),
+            jwt::pyjwt_verify(&tampered, &jwks, "ES256", B_TOKEN_ISSUER, API_AUD).is_err(),
             "PyJWT accepted a tampered token"
         );
     }

@@ -3,7 +3,7 @@
 //! identity headers never reach an upstream.
 
 use gateway_tests::jwt::{self, SigningKey};
-use gateway_tests::{free_port, http_client, tpl, Gateway, Upstream};
+use gateway_tests::{http_client, Gateway, Upstream};
 use serde_json::json;
 
 use crate::common::*;
@@ -22,25 +22,12 @@ fn start_jwt_gateway() -> JwtFixture {
     let rsa = SigningKey::rsa("b-rsa-1");
     let ec = SigningKey::es256("b-ec-1");
     let up = Upstream::named_at(ip(B_SVC_IP), "api");
-    let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(dir.path().join("jwks.json"), jwt::jwks_json(&[&rsa, &ec])).unwrap();
-    let (admin, port) = (free_port(), free_port());
-    let gw = Gateway::start_in(
-        dir,
-        &tpl(
-            r#"
-admin: {listen: "${ip}:${admin}"}
-trust_domains:
-  - name: cluster-b.example
-    jwt_issuers:
-      - issuer: ${iss}
-        audiences: [edge]
-        jwks_file: jwks.json
-listeners:
-  - {name: mesh, listen: "${ip}:${port}"}
-clusters:
-  - {name: api, endpoints: [{address: "${up}"}]}
-routes:
+    let gw = b_jwt_gateway(
+        &[&rsa, &ec],
+        None,
+        "mesh",
+        &up,
+        r#"
   - name: api
     match: {path_prefix: /api}
     cluster: api
@@ -49,15 +36,8 @@ routes:
     match: {path_prefix: /open}
     cluster: api
 "#,
-            &[
-                ("ip", &B_GW_IP),
-                ("admin", &admin),
-                ("port", &port),
-                ("iss", &B_ISSUER),
-                ("up", &up.address()),
-            ],
-        ),
     );
+    let port = gw.port();
     JwtFixture {
         gw,
         up,
