@@ -59,7 +59,7 @@ pub fn parse<T: Copy, E: de::Error>(word: &str, names: &[(T, &'static str)]) -> 
         .map(|(value, _)| *value)
         .ok_or_else(|| {
             E::custom(format!(
-                "unknown value `{word}`, expected {}",
+                "unknown variant `{word}`, expected {}",
                 one_of(names)
             ))
         })
@@ -153,7 +153,7 @@ mod tests {
     fn an_unknown_word_is_named_with_the_accepted_values() {
         let e = error_of("colour: green");
         assert!(
-            e.contains("unknown value `green`, expected one of `dark_red`, `blue`"),
+            e.contains("unknown variant `green`, expected one of `dark_red`, `blue`"),
             "{e}"
         );
         let e = error_of("colour: 7");

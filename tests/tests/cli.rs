@@ -164,7 +164,7 @@ fn broken_files() -> Vec<Broken> {
                 "admin: {listen: \"127.0.0.1:${admin}\"}\nlisteners:\n  - {name: public, listen: \"127.0.0.1:${port}\"}\nclusters:\n  - name: app\n    lb: fastest\n    endpoints: [{address: \"127.0.0.1:${p2}\"}]\nroutes:\n  - name: r1\n    cluster: app\n",
             ),
             marker: "lb: fastest",
-            mentions: Some("unknown value `fastest`, expected one of `round_robin`, `least_request`, `random`, `consistent_hash`"),
+            mentions: Some("unknown variant `fastest`, expected one of `round_robin`, `least_request`, `random`, `consistent_hash`"),
         },
         Broken {
             kind: "unknown retry condition names the conditions",

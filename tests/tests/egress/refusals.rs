@@ -65,7 +65,16 @@ async fn an_unparsable_request_is_answered_400_audited_and_counted() {
         tempfile::tempdir().expect("tempdir"),
         "egress:\n  rules:\n    - {name: partner, hosts: [api.partner.test]}\n",
     );
-    assert_eq!(eg.requests("deny", "none").await, 0.0);
+    assert_eq!(
+        eg.gw
+            .metric(
+                "gateway_egress_requests_total",
+                &[("decision", "deny"), ("rule", "none")]
+            )
+            .value()
+            .await,
+        0.0
+    );
     let r = raw_exchange(eg.addr(), "THIS IS NOT HTTP\r\n\r\n")
         .await
         .unwrap_or_else(|e| panic!("garbage request: {e}\n{}", eg.stderr()));

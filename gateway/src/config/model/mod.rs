@@ -278,7 +278,7 @@ mod tests {
             .to_string();
         assert!(
             e.contains(
-                "unknown value `5xx`, expected one of `connect-failure`, `reset`, `gateway-error`"
+                "unknown variant `5xx`, expected one of `connect-failure`, `reset`, `gateway-error`"
             ),
             "{e}"
         );
