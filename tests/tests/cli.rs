@@ -367,40 +367,31 @@ fn run_refuses_a_broken_file() {
     }
 }
 
-#[test]
-fn bare_config_flag_runs_the_gateway() {
-    let (admin, port) = (free_port(), free_port());
-    let dir = tempfile::tempdir().expect("tempdir");
-    let gw = Gateway::start_with_args(
-        dir,
-        &tpl(
-            r#"admin: {listen: "127.0.0.1:${admin}"}
-listeners:
-  - {name: public, listen: "127.0.0.1:${port}"}
-routes:
-  - {name: hello, direct_response: {status: 200, body: "hi\n"}}
-"#,
-            &[("admin", &admin), ("port", &port)],
-        ),
-        &[],
-    );
-    // Gateway::start_with_args already waited for /readyz == 200.
-    drop(gw);
-}
-
-/// Starts a gateway with `extra_yaml` appended and `args`, sends it one
-/// request, and returns its stderr lines once it logged something.
-fn log_lines_of(extra_yaml: &str, args: &[&str]) -> Vec<String> {
-    let (admin, port) = (free_port(), free_port());
-    let yaml = tpl(
+/// The smallest config that serves something, on fresh ports.
+fn hello_config() -> String {
+    tpl(
         r#"admin: {listen: "127.0.0.1:${admin}"}
 listeners:
   - {name: public, listen: "127.0.0.1:${port}"}
 routes:
   - {name: hello, direct_response: {status: 200, body: "hi\n"}}
 "#,
-        &[("admin", &admin), ("port", &port)],
-    ) + extra_yaml;
+        &[("admin", &free_port()), ("port", &free_port())],
+    )
+}
+
+#[test]
+fn bare_config_flag_runs_the_gateway() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gw = Gateway::start_with_args(dir, &hello_config(), &[]);
+    // Gateway::start_with_args already waited for /readyz == 200.
+    drop(gw);
+}
+
+/// Starts a gateway with `extra_yaml` appended and `args`, waits until it is
+/// ready, and returns the lines it wrote to stderr by then.
+fn log_lines_of(extra_yaml: &str, args: &[&str]) -> Vec<String> {
+    let yaml = hello_config() + extra_yaml;
     let gw = Gateway::start_with_args(tempfile::tempdir().expect("tempdir"), &yaml, args);
     let lines: Vec<String> = gw.stderr().lines().map(str::to_string).collect();
     assert!(!lines.is_empty(), "the gateway logged nothing at start");
