@@ -286,35 +286,49 @@ impl Gateway {
 
     /// Polls admin `/config` (up to 10 s) until `generation` is exactly `want`.
     pub async fn wait_generation(&self, want: u64) {
-        self.poll_generation(
-            |g| g == Some(want),
-            &format!("== {want}"),
-            Duration::from_secs(10),
-        )
-        .await
+        let what = format!("generation == {want}");
+        self.wait_config(&what, Duration::from_secs(10), |c| c["generation"] == want)
+            .await;
     }
 
     /// Polls admin `/config` (up to `limit`) until `generation` is at least `want`.
     pub async fn wait_generation_at_least(&self, want: u64, limit: Duration) {
-        self.poll_generation(|g| g.unwrap_or(0) >= want, &format!(">= {want}"), limit)
-            .await
+        let what = format!("generation >= {want}");
+        self.wait_config(&what, limit, |c| {
+            c["generation"].as_u64().unwrap_or(0) >= want
+        })
+        .await;
     }
 
-    async fn poll_generation(&self, ok: impl Fn(Option<u64>) -> bool, what: &str, limit: Duration) {
+    /// Admin `/config` as JSON (asserting a 200 answer).
+    pub async fn config_json(&self) -> serde_json::Value {
+        let (status, body) = self.admin_get("/config").await;
+        assert_eq!(status, 200, "expected admin /config to answer 200: {body}");
+        serde_json::from_str(&body).expect("admin /config is JSON")
+    }
+
+    /// Polls admin `/config` (up to `limit`) until `ok(document)`; returns
+    /// the document. Panics after the limit naming `what` and what it saw.
+    pub async fn wait_config(
+        &self,
+        what: &str,
+        limit: Duration,
+        ok: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
         let start = Instant::now();
         let mut last = serde_json::Value::Null;
         while start.elapsed() < limit {
             let (status, body) = self.admin_get("/config").await;
             if status == 200 {
                 last = serde_json::from_str(&body).unwrap_or_default();
-                if ok(last["generation"].as_u64()) {
-                    return;
+                if ok(&last) {
+                    return last;
                 }
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
         panic!(
-            "expected admin /config generation {what} within {limit:?}; last saw {} (reload: {})\n--- gateway stderr ---\n{}",
+            "expected admin /config {what} within {limit:?}; last saw generation {} (reload: {})\n--- gateway stderr ---\n{}",
             last["generation"],
             last["reload"],
             tail(&self.stderr(), 40)

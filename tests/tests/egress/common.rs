@@ -316,20 +316,6 @@ pub async fn open_tunnel(eg: &Egress, authority: &str, extra: &[(&str, &str)]) -
     }
 }
 
-/// A rustls client config trusting only `ca`, ALPN `http/1.1`.
-pub fn rustls_client(ca: &TestCa) -> tokio_rustls::TlsConnector {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(ca.cert_der()).expect("CA certificate");
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("TLS versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    tokio_rustls::TlsConnector::from(Arc::new(config))
-}
-
 /// Over an open tunnel: a TLS handshake naming `sni` (trusting `ca`),
 /// then `GET path` with `Host: host`; returns the status line and body,
 /// or where it failed. Bounded by [`IO_LIMIT`].
@@ -341,12 +327,16 @@ pub async fn https_over_tunnel(
     path: &str,
 ) -> Result<(String, String), String> {
     let name = rustls::pki_types::ServerName::try_from(sni.to_string()).expect("server name");
-    let mut tls =
-        match tokio::time::timeout(IO_LIMIT, rustls_client(ca).connect(name, tunnel)).await {
-            Err(_) => return Err("TLS handshake timed out".into()),
-            Ok(Err(e)) => return Err(format!("TLS handshake failed: {e}")),
-            Ok(Ok(t)) => t,
-        };
+    let mut tls = match tokio::time::timeout(
+        IO_LIMIT,
+        gateway_tests::rustls_connector(ca, None, &[], true).connect(name, tunnel),
+    )
+    .await
+    {
+        Err(_) => return Err("TLS handshake timed out".into()),
+        Ok(Err(e)) => return Err(format!("TLS handshake failed: {e}")),
+        Ok(Ok(t)) => t,
+    };
     let req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
     tls.write_all(req.as_bytes())
         .await

@@ -5,8 +5,6 @@
 //! access-log line (`decision: deny`, `rule: none`, a `note` and a
 //! `reason`) and `gateway_egress_requests_total{decision="deny",rule="none"}`.
 
-use std::sync::Arc;
-
 use gateway_tests::{tpl, Gateway, LeafCert, TestCa, Upstream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -84,16 +82,7 @@ async fn an_unparsable_request_is_answered_400_audited_and_counted() {
 
 /// A TLS client presenting `leaf`, trusting `ca`, that resumes sessions.
 fn resuming_client(ca: &TestCa, leaf: &LeafCert) -> tokio_rustls::TlsConnector {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(ca.cert_der()).expect("CA certificate");
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .expect("TLS 1.3")
-        .with_root_certificates(roots)
-        .with_client_auth_cert(vec![leaf.cert_der()], leaf.key_der())
-        .expect("client certificate");
-    tokio_rustls::TlsConnector::from(Arc::new(config))
+    gateway_tests::rustls_connector(ca, Some(leaf), &[&rustls::version::TLS13], false)
 }
 
 /// Over TLS to the egress listener: `request`, then the whole answer.
