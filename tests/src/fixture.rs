@@ -468,7 +468,7 @@ pub fn upload_body(data: Vec<u8>, chunked: bool) -> reqwest::Body {
 
 /// Sends `n` GETs of `{prefix}{i}` to `port` from `workers` concurrent
 /// tasks; panics unless every answer is 200 (see [`fire_with`]).
-pub async fn fire(port: u16, prefix: &str, n: usize, workers: usize) {
+pub async fn fire(port: u16, prefix: &str, n: usize, workers: usize) -> UpstreamCounts {
     let prefix = prefix.to_string();
     fire_with(n, workers, move |client, i| {
         client.get(url(port, &format!("{prefix}{i}")))
@@ -476,20 +476,24 @@ pub async fn fire(port: u16, prefix: &str, n: usize, workers: usize) {
     .await
 }
 
+/// How many answers each `x-upstream` value sent (`""` for none).
+pub type UpstreamCounts = std::collections::BTreeMap<String, u64>;
+
 /// Sends the `n` requests `make(client, i)` from `workers` concurrent tasks;
 /// panics unless every answer is 200 (naming the status and the
-/// `x-upstream` that sent it).
+/// `x-upstream` that sent it). Returns the answers by `x-upstream`.
 pub async fn fire_with(
     n: usize,
     workers: usize,
     make: impl Fn(&reqwest::Client, usize) -> reqwest::RequestBuilder + Send + Sync + 'static,
-) {
+) -> UpstreamCounts {
     let client = http_client();
     let make = std::sync::Arc::new(make);
     let mut tasks = Vec::new();
     for w in 0..workers {
         let (client, make) = (client.clone(), make.clone());
         tasks.push(tokio::spawn(async move {
+            let mut counts = UpstreamCounts::new();
             for i in (w..n).step_by(workers) {
                 let resp = make(&client, i)
                     .send()
@@ -502,11 +506,23 @@ pub async fn fire_with(
                     resp.status(),
                     resp.headers().get("x-upstream")
                 );
+                let from = resp
+                    .headers()
+                    .get("x-upstream")
+                    .and_then(|v| v.to_str().ok());
+                *counts
+                    .entry(from.unwrap_or_default().to_string())
+                    .or_default() += 1;
                 let _ = resp.bytes().await;
             }
+            counts
         }));
     }
+    let mut all = UpstreamCounts::new();
     for t in tasks {
-        t.await.expect("worker");
+        for (k, v) in t.await.expect("worker") {
+            *all.entry(k).or_default() += v;
+        }
     }
+    all
 }

@@ -66,7 +66,7 @@ pub use client::{
 };
 pub use fixture::{
     endpoints, error_chain, fire, fire_with, metric, tail, three_sigma, upload_body, wait_metrics,
-    GatewayBuilder, MetricMatcher,
+    GatewayBuilder, MetricMatcher, UpstreamCounts,
 };
 pub use gateway::{gateway_bin, run_gateway, workspace_root, Gateway, GatewayOutput};
 pub use otlp::{show_spans, AttrValue, OtlpReceiver, ReceivedSpan, SpanKind};
