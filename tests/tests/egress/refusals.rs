@@ -15,13 +15,8 @@ use crate::common::*;
 /// principal, the caller's address, a `reason` containing `reason`), and
 /// that it was counted once under `deny`/`none`.
 async fn assert_audited(eg: &Egress, note: &str, status: u16, reason: &str) {
-    let lines = eg.egress_lines(1, |v| v["note"] == note);
-    assert_eq!(
-        lines.len(),
-        1,
-        "one audit line with note {note:?} expected; egress lines:\n{}",
-        eg.egress_log()
-    );
+    let what = format!("the audit line with note {note:?}");
+    let lines = eg.expect_lines(1, &what, |v| v["note"] == note);
     let l = &lines[0];
     assert_eq!(l["kind"], "egress", "{l}");
     assert_eq!(l["listener"], "egress", "{l}");
@@ -60,8 +55,9 @@ async fn reload(eg: &Egress) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unparsable_request_is_answered_400_audited_and_counted() {
     let eg = Egress::start(
-        tempfile::tempdir().expect("tempdir"),
+        None,
         "egress:\n  rules:\n    - {name: partner, hosts: [api.partner.test]}\n",
+        &[],
     );
     assert_eq!(
         eg.gw
@@ -199,8 +195,9 @@ egress:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_egress_listener_without_egress_config_answers_503_audited_and_counted() {
     let eg = Egress::start(
-        tempfile::tempdir().expect("tempdir"),
+        None,
         "egress:\n  rules:\n    - {name: partner, hosts: [api.partner.test]}\n",
+        &[],
     );
     // The listener keeps serving until a restart, its `egress:` block is gone.
     eg.gw.write_file(
