@@ -112,22 +112,26 @@ async fn zone_failover_to_region_then_remote_and_back() {
         "all healthy: expected zone a from the first request"
     );
 
-    // Zone a fails its health checks.
-    let t = Instant::now();
-    topo.set_zone_healthy('a', false);
-    let (to_b, _) = time_until_all_in(&client, port, 'b', t, limit).await;
-    let d = topo.fire(port, 300, 4).await;
+    // A zone fails its health checks: how long until every request lands
+    // in `to`, then where 300 requests go.
+    let fail = |down: char, to: char| {
+        let (client, topo) = (&client, &topo);
+        async move {
+            let t = Instant::now();
+            topo.set_zone_healthy(down, false);
+            let (took, _) = time_until_all_in(client, port, to, t, limit).await;
+            (took, topo.fire(port, 300, 4).await)
+        }
+    };
+    // Zone a fails.
+    let (to_b, d) = fail('a', 'b').await;
     assert_eq!(
         zones(&d),
         (0, 300, 0),
         "zone a down: expected all 300 requests in zone b, got {d:?}"
     );
-
     // Zone b fails too: the remote zone c (other region, other cluster).
-    let t = Instant::now();
-    topo.set_zone_healthy('b', false);
-    let (to_c, _) = time_until_all_in(&client, port, 'c', t, limit).await;
-    let d = topo.fire(port, 300, 4).await;
+    let (to_c, d) = fail('b', 'c').await;
     assert_eq!(
         zones(&d),
         (0, 0, 300),

@@ -134,11 +134,8 @@ fn cross_zone_bytes(m: &str) -> f64 {
 
 /// Requests per zone: (a, b, c).
 fn zones(counts: &Counts) -> (u64, u64, u64) {
-    (
-        zone_sum(counts, 'a'),
-        zone_sum(counts, 'b'),
-        zone_sum(counts, 'c'),
-    )
+    let zone = |z| zone_sum(counts, z);
+    (zone('a'), zone('b'), zone('c'))
 }
 
 /// Sum of `counts` over the endpoints of `zone`.
