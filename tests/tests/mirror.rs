@@ -444,7 +444,7 @@ async fn upload(port: u16, path: &str, data: Vec<u8>, chunked: bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bodies_are_teed_intact_and_oversized_ones_abandoned() {
-    let (primary, shadow, gw, port) = pair(
+    let (_primary, shadow, gw, port) = pair(
         "  - {name: bodies, cluster: primary, mirror: [{cluster: shadow, max_body_bytes: 1048576}]}\n",
     );
 
@@ -868,7 +868,7 @@ routes:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expect_100_continue_request_is_mirrored_and_counted() {
-    let (primary, shadow, gw, port) =
+    let (_primary, shadow, gw, port) =
         pair("  - {name: expect, cluster: primary, mirror: [{cluster: shadow, timeout: 1s}]}\n");
     let req = http_client().post(url(port, "/expect"));
     let req = req.header("expect", "100-continue").body(vec![b'e'; 4000]);
@@ -901,7 +901,7 @@ async fn an_expect_100_continue_request_is_mirrored_and_counted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_mib_copies_of_piecemeal_uploads_arrive_intact() {
     const N: usize = 4;
-    let (primary, shadow, gw, port) =
+    let (_primary, shadow, gw, port) =
         pair("  - {name: pieces, cluster: primary, mirror: [{cluster: shadow}]}\n");
     // Chunked uploads written in 4 KiB pieces (as many clients stream), one
     // at a time, well within the default max_body_bytes (1 MiB).

@@ -230,6 +230,18 @@ struct Tally {
 }
 
 impl Tally {
+    /// Asserts only 200 and 429 answers, all with correct rate-limit
+    /// headers and 429 bodies; `who` names the clients.
+    fn assert_clean(&self, who: &str) {
+        assert!(
+            self.other.is_empty() && self.problem_count == 0,
+            "{who}: expected only 200/429 with correct headers and 429 bodies, got other {:?}, {} problems, first: {:#?}",
+            self.other,
+            self.problem_count,
+            self.problems
+        );
+    }
+
     fn problem(&mut self, p: String) {
         self.problem_count += 1;
         if self.problems.len() < 10 {
@@ -337,18 +349,7 @@ async fn local_rule_allows_rate_times_time_plus_burst_with_correct_headers() {
         t.other,
         (t.ok + t.limited) as f64 / elapsed.as_secs_f64()
     );
-    assert!(
-        t.other.is_empty(),
-        "expected only 200 and 429 answers, got also {:?}; first problems: {:?}",
-        t.other,
-        t.problems
-    );
-    assert!(
-        t.problem_count == 0,
-        "expected every response to carry correct rate-limit headers and 429 bodies, got {} problems, first: {:#?}",
-        t.problem_count,
-        t.problems
-    );
+    t.assert_clean("local rule");
     assert!(
         within(t.ok, want, 10.0),
         "expected 50/s x 4 s + burst 10 = {want} allowed (+-10%), got {} allowed ({} limited, measured window {elapsed:?})",
@@ -571,14 +572,7 @@ async fn fleet_rule_is_one_quota_across_two_gateways() {
         tallies[0].ok, tallies[0].limited, tallies[1].ok, tallies[1].limited
     );
     for (i, t) in tallies.iter().enumerate() {
-        assert!(
-            t.other.is_empty() && t.problem_count == 0,
-            "gateway {}: expected only 200/429 with correct headers, got other {:?}, {} problems, first: {:#?}",
-            i + 1,
-            t.other,
-            t.problem_count,
-            t.problems
-        );
+        t.assert_clean(&format!("gateway {}", i + 1));
         assert!(
             t.ok > 0 && t.limited > 0,
             "gateway {}: expected both allowed and limited requests, got {} allowed, {} limited",
