@@ -50,15 +50,7 @@ async fn all_healthy_traffic_stays_in_the_local_zone() {
 async fn half_the_local_zone_down_spills_per_envoys_formula() {
     let topo = Topo::new();
     let (gw, port) = start_topo(&topo, "failover", 1);
-    topo.up("a2").set_healthy(false);
-    let took = gw
-        .metric(
-            "gateway_endpoint_healthy",
-            &[("cluster", CLUSTER), ("zone", "a")],
-        )
-        .within(Duration::from_secs(5))
-        .eventually_eq(1.0)
-        .await;
+    let took = topo.fail_health(&gw, "a2", 1.0).await;
     eprintln!("a2 marked unhealthy {took:?} after its health endpoint failed");
 
     let m0 = gw.metrics().await;
@@ -193,13 +185,7 @@ async fn zone_failover_to_region_then_remote_and_back() {
 async fn local_only_never_leaves_the_zone() {
     let topo = Topo::new();
     let (gw, port) = start_topo(&topo, "local_only", 1);
-    let zone_a = [("cluster", CLUSTER), ("zone", "a")];
-
-    topo.up("a2").set_healthy(false);
-    gw.metric("gateway_endpoint_healthy", &zone_a)
-        .within(Duration::from_secs(5))
-        .eventually_eq(1.0)
-        .await;
+    topo.fail_health(&gw, "a2", 1.0).await;
     let half = topo.fire(port, 300, 4).await;
     assert_eq!(
         (
@@ -212,11 +198,7 @@ async fn local_only_never_leaves_the_zone() {
         "local_only, a2 unhealthy: expected all 300 on a1 and none elsewhere, got {half:?}"
     );
 
-    topo.up("a1").set_healthy(false);
-    gw.metric("gateway_endpoint_healthy", &zone_a)
-        .within(Duration::from_secs(5))
-        .eventually_eq(0.0)
-        .await;
+    topo.fail_health(&gw, "a1", 0.0).await;
     let none = topo.fire(port, 300, 4).await;
     eprintln!("local_only: a2 down {half:?}; zone a all down (panic within the zone) {none:?}");
     assert_eq!(
@@ -265,15 +247,7 @@ async fn endpoint_health_and_cross_zone_bytes_metrics() {
         "only zone-a traffic: no cross-zone bytes"
     );
 
-    topo.up("a1").set_healthy(false);
-    let took = gw
-        .metric(
-            "gateway_endpoint_healthy",
-            &[("cluster", CLUSTER), ("zone", "a")],
-        )
-        .within(Duration::from_secs(5))
-        .eventually_eq(1.0)
-        .await;
+    let took = topo.fail_health(&gw, "a1", 1.0).await;
     let m = gw.metrics().await;
     assert_eq!(
         (healthy(&m, "a"), healthy(&m, "b"), healthy(&m, "c")),
