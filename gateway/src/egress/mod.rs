@@ -37,8 +37,8 @@ use pingora::ErrorType::{ConnectionClosed, ReadError, ReadTimedout};
 
 use crate::identity::PeerIdentity;
 use crate::Gateway;
+use audit::Audit;
 pub use audit::EgressMetrics;
-use audit::{Audit, Done};
 // `forward` answers its own upstream failures.
 use audit::respond;
 use caller::Caller;
@@ -126,7 +126,7 @@ impl ServerApp for EgressApp {
             Err(e) => {
                 tracing::debug!(listener = %self.listener, "bad egress request: {e}");
                 let refusal = Refusal::Unparsable(e.etype().as_str().to_string());
-                audit.refuse(&mut session, &caller, &refusal).await;
+                audit.refuse(Some(&mut session), &caller, &refusal).await;
                 return None;
             }
         }
@@ -137,7 +137,7 @@ impl ServerApp for EgressApp {
                 if let Refusal::CertificateRevoked(why) = &refusal {
                     tracing::info!(listener = %self.listener, "client certificate no longer valid: {why}");
                 }
-                audit.refuse(&mut session, &caller, &refusal).await;
+                audit.refuse(Some(&mut session), &caller, &refusal).await;
                 return None;
             }
         };
@@ -155,7 +155,7 @@ impl ServerApp for EgressApp {
             .as_ref()
             .and_then(|c| egress.cas.get(c))
             .map(Arc::clone);
-        let result = forward::forward(
+        let (done, reusable) = forward::forward(
             &mut session,
             &target.host,
             *addr,
@@ -163,14 +163,8 @@ impl ServerApp for EgressApp {
             ca,
         )
         .await;
-        let done = Done {
-            status: result.status,
-            bytes_up: result.bytes_up,
-            bytes_down: result.bytes_down,
-            note: result.error,
-        };
         audit.finished(&caller, target, decision, done);
-        if !result.reusable {
+        if !reusable {
             return None;
         }
         match session.reuse().await {

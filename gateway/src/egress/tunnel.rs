@@ -52,12 +52,10 @@ pub async fn connect(
     // failed dial after the 200 closes the tunnel instead.
     let mut upstream = None;
     if !sni_check {
-        match dial(addr).await {
-            Some(s) => upstream = Some(s),
-            None => {
-                let refusal = unreachable(target, decision);
-                return audit.refuse(&mut session, caller, &refusal).await;
-            }
+        upstream = dial(addr).await;
+        if upstream.is_none() {
+            let refusal = unreachable(target, decision);
+            return audit.refuse(Some(&mut session), caller, &refusal).await;
         }
     }
     let done = |note| Done {
@@ -90,22 +88,19 @@ pub async fn connect(
                 sni,
             };
             decision.refuse(reason, 403, egress.rules.audit_only());
-            if !decision.allowed {
-                let _ = client.shutdown().await;
-                let refusal = Refusal::Denied(Box::new(Checked { target, decision }));
-                return audit.refused(caller, &refusal);
-            }
         }
+        if !decision.allowed {
+            let _ = client.shutdown().await;
+            let refusal = Refusal::Denied(Box::new(Checked { target, decision }));
+            return audit.refuse(None, caller, &refusal).await;
+        }
+        upstream = dial(addr).await;
     }
-    let mut upstream = match upstream {
-        Some(u) => u,
-        None => match dial(addr).await {
-            Some(u) => u,
-            None => {
-                let _ = client.shutdown().await;
-                return audit.refused(caller, &unreachable(target, decision));
-            }
-        },
+    let Some(mut upstream) = upstream else {
+        let _ = client.shutdown().await;
+        return audit
+            .refuse(None, caller, &unreachable(target, decision))
+            .await;
     };
     if !first.is_empty() && upstream.write_all(&first).await.is_err() {
         return audit.finished(caller, &target, &decision, done(Some("upstream_gone")));
