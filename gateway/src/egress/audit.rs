@@ -62,13 +62,9 @@ fn count(metrics: Option<&EgressMetrics>, outcome: Outcome, rule: &str) {
             .egress_requests
             .with_label_values(&[outcome.as_str(), rule])
     };
-    let i = match outcome {
-        Outcome::Allow => 0,
-        Outcome::Deny => 1,
-        Outcome::AuditDeny => 2,
-    };
+    // One slot per outcome, in the order `Outcome` declares them.
     match slots {
-        Some(s) => s[i].get_or_init(resolve).inc(),
+        Some(s) => s[outcome as usize].get_or_init(resolve).inc(),
         None => resolve().inc(),
     }
 }

@@ -2,7 +2,6 @@
 //! the checked address, over TLS when the rule originates it.
 
 use std::borrow::Cow;
-use std::net::SocketAddr;
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
@@ -10,9 +9,10 @@ use pingora::connectors::http::Connector;
 use pingora::protocols::http::v1::server::HttpSession;
 use pingora::protocols::ALPN;
 use pingora::upstreams::peer::HttpPeer;
-use pingora::utils::tls::WrappedX509;
 
 use super::audit::Done;
+use super::decide::Allowed;
+use super::EgressRuntime;
 
 /// Shared upstream connection pool of the egress listeners.
 static CONNECTOR: LazyLock<Connector> = LazyLock::new(|| Connector::new(None));
@@ -35,18 +35,17 @@ type Failure = (&'static str, Option<Cow<'static, str>>);
 const UPSTREAM_CLOSED: Failure = ("upstream_write", Some(Cow::Borrowed(CLOSED)));
 const CLOSED: &str = "egress error: upstream closed\n";
 
-/// Sends the session's request to `addr` (TLS with SNI `host` when `tls`)
-/// and streams the answer back. How it went, and whether the caller's
+/// Sends the session's request to the address checked (over TLS with the
+/// destination's name as SNI, and the rule's CA, when the rule originates
+/// TLS) and streams the answer back. How it went, and whether the caller's
 /// connection can take another request.
 pub async fn forward(
     session: &mut HttpSession,
-    host: &str,
-    addr: SocketAddr,
-    tls: bool,
-    ca: Option<Arc<[WrappedX509]>>,
+    egress: &EgressRuntime,
+    allowed: &Allowed,
 ) -> (Done, bool) {
     let mut done = Done::default();
-    let Err((note, body)) = exchange(session, host, addr, tls, ca, &mut done).await else {
+    let Err((note, body)) = exchange(session, egress, allowed, &mut done).await else {
         return (done, true);
     };
     done.note = Some(note);
@@ -59,12 +58,15 @@ pub async fn forward(
 
 async fn exchange(
     session: &mut HttpSession,
-    host: &str,
-    addr: SocketAddr,
-    tls: bool,
-    ca: Option<Arc<[WrappedX509]>>,
+    egress: &EgressRuntime,
+    Allowed {
+        target,
+        decision,
+        addr,
+    }: &Allowed,
     out: &mut Done,
 ) -> Result<(), Failure> {
+    let (host, addr, tls) = (target.host.as_str(), *addr, decision.originate_tls);
     let mut up = session.req_header().clone();
     let origin_form = up
         .uri
@@ -93,7 +95,8 @@ async fn exchange(
     o.write_timeout = Some(Duration::from_secs(60));
     o.idle_timeout = Some(Duration::from_secs(60));
     o.alpn = ALPN::H1;
-    if let Some(ca) = ca {
+    if let Some(ca) = decision.ca.as_ref().and_then(|c| egress.cas.get(c)) {
+        let ca = Arc::clone(ca);
         // Pools are keyed without the CA; keep CA-pinned connections apart.
         peer.group_key = Arc::as_ptr(&ca) as *const u8 as u64;
         peer.options.ca = Some(ca);

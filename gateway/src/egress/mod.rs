@@ -42,7 +42,7 @@ pub use audit::EgressMetrics;
 // `forward` answers its own upstream failures.
 use audit::respond;
 use caller::Caller;
-use decide::{decide, Allowed, Connection, Refusal};
+use decide::{decide, Connection, Refusal};
 
 /// Longest pause while reading a request body or writing a response.
 const BODY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -145,25 +145,8 @@ impl ServerApp for EgressApp {
             tunnel::connect(session, egress, &audit, &caller, allowed).await;
             return None;
         }
-        let Allowed {
-            target,
-            decision,
-            addr,
-        } = &allowed;
-        let ca: Option<Arc<[WrappedX509]>> = decision
-            .ca
-            .as_ref()
-            .and_then(|c| egress.cas.get(c))
-            .map(Arc::clone);
-        let (done, reusable) = forward::forward(
-            &mut session,
-            &target.host,
-            *addr,
-            decision.originate_tls,
-            ca,
-        )
-        .await;
-        audit.finished(&caller, target, decision, done);
+        let (done, reusable) = forward::forward(&mut session, egress, &allowed).await;
+        audit.finished(&caller, &allowed.target, &allowed.decision, done);
         if !reusable {
             return None;
         }

@@ -51,10 +51,8 @@ pub(super) async fn choose_cluster(
 
 /// The cluster `request_filter` chose.
 pub(super) fn cluster(ctx: &RequestCtx) -> pingora::Result<Arc<Cluster>> {
-    match &ctx.cluster {
-        Some(c) => Ok(c.clone()),
-        None => Error::e_explain(ErrorType::InternalError, "no cluster chosen"),
-    }
+    let no_cluster = || Error::explain(ErrorType::InternalError, "no cluster chosen");
+    ctx.cluster.clone().ok_or_else(no_cluster)
 }
 
 /// Counts a try after the first in the route's retries.
