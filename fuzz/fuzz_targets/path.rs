@@ -79,9 +79,11 @@ fn is_unreserved(b: u8) -> bool {
 /// The proxy's `normalize_path` leaves the normal form in the request URI,
 /// the one routing, authorization and the upstream request read.
 fn same_path_for_routing_and_upstream(path: &str, result: &Result<Cow<'_, str>, PathError>) {
-    let arrives = path
-        .parse::<http::uri::PathAndQuery>()
-        .is_ok_and(|pq| pq.path() == path);
+    // Origin-form request targets (`*` and absolute forms are not paths).
+    let arrives = path.starts_with('/')
+        && path
+            .parse::<http::uri::PathAndQuery>()
+            .is_ok_and(|pq| pq.path() == path);
     if !arrives {
         return;
     }
@@ -108,6 +110,15 @@ fn same_path_for_routing_and_upstream(path: &str, result: &Result<Cow<'_, str>, 
 fn differential_url(path: &str, result: &Result<Cow<'_, str>, PathError>) {
     let pchar = |b: u8| is_unreserved(b) || b"!$&'()*+,;=:@%/".contains(&b);
     if !path.starts_with('/') || path.contains("//") || !path.bytes().all(pchar) {
+        return;
+    }
+    // rust-url keeps a Windows drive letter segment (`/M:/..` is `/M:/`)
+    // even for http; RFC 3986 knows no such thing, so that case is undefined.
+    let drive = |seg: &str| {
+        let b = seg.as_bytes();
+        b.len() == 2 && b[0].is_ascii_alphabetic() && b[1] == b':'
+    };
+    if path.split('/').any(drive) {
         return;
     }
     let Ok(ours) = result else {
