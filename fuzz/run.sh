@@ -77,7 +77,7 @@ for t in "${targets[@]}"; do
         tail -n 60 "$corpus_dir/$t.log"
         failed+=("$t")
     else
-        grep -E '^#[0-9]+ +(INITED|DONE)|^stat::' "$corpus_dir/$t.log" || true
+        grep -E '^#[0-9]+[[:space:]]+(INITED|DONE)|^stat::' "$corpus_dir/$t.log" || true
     fi
 done
 echo "fuzz: all done in $(( $(date +%s) - start )) s"
