@@ -2,8 +2,10 @@
 //! path the upstream will act on (Istio's `BASE` + `MERGE_SLASHES`).
 //!
 //! - `%XX` escapes of unreserved characters (`A-Z a-z 0-9 - . _ ~`) are
-//!   decoded (RFC 3986 §6.2.2.2), so `/%61dmin` is `/admin`;
-//! - escaped `/`, `\` and NUL (`%2F`, `%5C`, `%00`) and a raw `\` are refused:
+//!   decoded (RFC 3986 §6.2.2.2), so `/%61dmin` is `/admin`; other escapes
+//!   are upper-cased (§6.2.2.1), so `/%c3%a9` is `/%C3%A9`;
+//! - escaped `/`, `\` and NUL (`%2F`, `%5C`, `%00`), a raw `\` and a raw NUL
+//!   are refused:
 //!   servers disagree on what they mean, so no reading is safe;
 //! - runs of `/` are merged;
 //! - `.` and `..` segments are removed (RFC 3986 §5.2.4); `..` never climbs
@@ -16,7 +18,7 @@ use std::borrow::Cow;
 /// Why a path is refused (the answer is 400).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum PathError {
-    /// `%2F`, `%5C`, `%00` or a raw backslash.
+    /// `%2F`, `%5C`, `%00`, a raw backslash or a raw NUL.
     #[error("path contains an escaped slash, backslash or NUL")]
     AmbiguousEscape,
     /// A `%` not followed by two hex digits.
@@ -47,7 +49,8 @@ fn is_normal(path: &[u8]) -> Result<bool, PathError> {
     let mut i = 0;
     while i < path.len() {
         match path[i] {
-            b'\\' => return Err(PathError::AmbiguousEscape),
+            // A raw NUL is refused like an escaped one (C servers stop there).
+            b'\\' | 0 => return Err(PathError::AmbiguousEscape),
             b'%' => {
                 let (Some(h), Some(l)) = (
                     path.get(i + 1).copied().and_then(hex),
@@ -59,7 +62,12 @@ fn is_normal(path: &[u8]) -> Result<bool, PathError> {
                 if matches!(c, b'/' | b'\\' | 0) {
                     return Err(PathError::AmbiguousEscape);
                 }
-                if is_unreserved(c) {
+                // Lower-case hex is another spelling of the same path
+                // (`%c3` is `%C3`): upper-case it, so one path has one form.
+                if is_unreserved(c)
+                    || path[i + 1].is_ascii_lowercase()
+                    || path[i + 2].is_ascii_lowercase()
+                {
                     normal = false;
                 }
                 i += 3;
@@ -179,6 +187,24 @@ mod tests {
         ] {
             assert_eq!(normalize(input).unwrap(), want, "{input}");
         }
+    }
+
+    /// Found by fuzz/ (target `path`): `/caf%c3%a9` came back as it was
+    /// while `/caf%c3%a9/.` became `/caf%C3%A9/`, so one path had two normal
+    /// forms and a rule on one spelling missed the other.
+    #[test]
+    fn lower_case_escapes_are_upper_cased() {
+        assert_eq!(normalize("/caf%c3%a9").unwrap(), "/caf%C3%A9");
+        assert_eq!(normalize("/a%2a/b%Fc").unwrap(), "/a%2A/b%FC");
+        assert!(matches!(normalize("/caf%C3%A9"), Ok(Cow::Borrowed(_))));
+    }
+
+    /// Found by fuzz/ (target `path`): a raw NUL passed through while `%00`
+    /// was refused.
+    #[test]
+    fn raw_nul_is_refused() {
+        assert_eq!(normalize("/a\0b"), Err(PathError::AmbiguousEscape));
+        assert_eq!(normalize("/x/./\0"), Err(PathError::AmbiguousEscape));
     }
 
     #[test]
