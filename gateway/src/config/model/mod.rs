@@ -184,7 +184,28 @@ pub struct Listener {
     /// listeners (one TLS record per read). 0 turns it off.
     #[serde(default)]
     pub read_buffer_bytes: Option<usize>,
+    /// Which implementation serves HTTP/1 here: `proxy_http` (Pingora's
+    /// `ProxyHttp` service) or `lean` (the lean HTTP/1 path: the same
+    /// policy steps, less memory per idle connection and less CPU per
+    /// request; HTTP/2 upstreams not yet). HTTP/2 connections are served by
+    /// `proxy_http` either way. Default: the `GATEWAY_DEFAULT_ENGINE`
+    /// environment variable if set (how CI runs the suite on both), else
+    /// `proxy_http`.
+    #[serde(default)]
+    pub engine: Option<ListenerEngine>,
 }
+
+/// The HTTP/1 implementation of a proxy listener.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ListenerEngine {
+    /// Pingora's `ProxyHttp` service.
+    #[default]
+    ProxyHttp,
+    /// The lean HTTP/1 path (`gateway/src/lean`).
+    Lean,
+}
+filters::config_enum!(ListenerEngine { ProxyHttp = "proxy_http", Lean = "lean" });
 
 /// What a listener does.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, JsonSchema)]
