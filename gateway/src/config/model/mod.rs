@@ -181,7 +181,8 @@ pub struct Listener {
     /// keep-alive ones included, so it dominates memory per connection.
     /// Default 4096 on plaintext listeners (a request head fits, and larger
     /// bodies are read straight into the body buffer) and 16384 on TLS
-    /// listeners (one TLS record per read). 0 turns it off.
+    /// listeners (one TLS record per read); 0 on plaintext `engine: lean`
+    /// listeners, whose idle connections hold no buffer. 0 turns it off.
     #[serde(default)]
     pub read_buffer_bytes: Option<usize>,
     /// Which implementation serves HTTP/1 here: `proxy_http` (Pingora's

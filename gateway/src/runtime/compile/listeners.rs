@@ -139,10 +139,12 @@ impl Compiler<'_> {
             }
             let lean = self.engine(cfg, i, l) == config::ListenerEngine::Lean;
             if let Some(addr) = addr {
-                let read_buffer_bytes = l.read_buffer_bytes.unwrap_or(if tls.is_some() {
-                    DEFAULT_TLS_READ_BUFFER
-                } else {
-                    DEFAULT_PLAIN_READ_BUFFER
+                let read_buffer_bytes = l.read_buffer_bytes.unwrap_or(match (&tls, lean) {
+                    (Some(_), _) => DEFAULT_TLS_READ_BUFFER,
+                    // The lean path reads request heads into the session's
+                    // own buffer, allocated only once a request arrives.
+                    (None, true) => 0,
+                    (None, false) => DEFAULT_PLAIN_READ_BUFFER,
                 });
                 out.push(ListenerSpec {
                     name: l.name.as_str().into(),
