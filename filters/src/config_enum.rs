@@ -12,9 +12,8 @@
 //! those attributes in step.
 
 use std::fmt;
-use std::marker::PhantomData;
 
-use serde::de::{self, Deserializer, Visitor};
+use serde::de::{self, Visitor};
 
 /// Implements `Deserialize` for a unit enum from a table of its config
 /// spellings, and a `CONFIG_NAMES` constant with that table.
@@ -31,24 +30,16 @@ macro_rules! config_enum {
         }
         impl<'de> ::serde::Deserialize<'de> for $ty {
             fn deserialize<D: ::serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                $crate::config_enum::deserialize(d, Self::CONFIG_NAMES)
+                d.deserialize_str($crate::config_enum::NameVisitor(Self::CONFIG_NAMES))
             }
         }
     };
 }
 
-/// "`a`, `b` or `c`": the accepted spellings, for messages.
+/// "one of `a`, `b`, `c`": the accepted spellings, for messages.
 pub fn one_of<T>(names: &[(T, &'static str)]) -> String {
-    let mut out = String::from("one of ");
-    for (i, (_, name)) in names.iter().enumerate() {
-        if i > 0 {
-            out.push_str(", ");
-        }
-        out.push('`');
-        out.push_str(name);
-        out.push('`');
-    }
-    out
+    let names: Vec<String> = names.iter().map(|(_, n)| format!("`{n}`")).collect();
+    format!("one of {}", names.join(", "))
 }
 
 /// The value spelled `word`, or an error naming the accepted spellings.
@@ -65,16 +56,10 @@ pub fn parse<T: Copy, E: de::Error>(word: &str, names: &[(T, &'static str)]) -> 
         })
 }
 
-/// The body of the `Deserialize` impl [`config_enum!`] writes.
-pub fn deserialize<'de, D, T>(d: D, names: &'static [(T, &'static str)]) -> Result<T, D::Error>
-where
-    D: Deserializer<'de>,
-    T: Copy + 'static,
-{
-    d.deserialize_str(NameVisitor(names, PhantomData))
-}
-
-struct NameVisitor<T: 'static>(&'static [(T, &'static str)], PhantomData<T>);
+/// The visitor of the `Deserialize` impl [`config_enum!`] writes: a word
+/// from the table.
+#[doc(hidden)]
+pub struct NameVisitor<T: 'static>(pub &'static [(T, &'static str)]);
 
 impl<T: Copy + 'static> Visitor<'_> for NameVisitor<T> {
     type Value = T;

@@ -5,6 +5,7 @@
 
 pub mod authz;
 pub mod config_enum;
+pub mod config_string;
 pub mod egress;
 pub mod headers;
 pub mod identity;

@@ -2,12 +2,8 @@
 //! type for the gateway's config and every policy module. Rates (`100/s`)
 //! belong to the rate-limit rules ([`crate::ratelimit::Rate`]).
 
-use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
-
-use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// A duration written as an integer and a unit: `ms`, `s`, `m` or `h`
 /// (e.g. `250ms`, `10s`, `5m`). A bare `0` is accepted as zero.
@@ -70,31 +66,12 @@ impl fmt::Display for Duration {
     }
 }
 
-impl<'de> Deserialize<'de> for Duration {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
-    }
-}
-
-impl Serialize for Duration {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl JsonSchema for Duration {
-    fn schema_name() -> Cow<'static, str> {
-        "Duration".into()
-    }
-    fn json_schema(_: &mut SchemaGenerator) -> Schema {
-        json_schema!({
-            "type": "string",
-            "pattern": "^(0|[0-9]+(ms|s|m|h))$",
-            "description": "A duration such as `250ms`, `10s`, `5m` or `1h`."
-        })
-    }
-}
+crate::config_string!(
+    Duration,
+    "Duration",
+    pattern: "^(0|[0-9]+(ms|s|m|h))$",
+    "A duration such as `250ms`, `10s`, `5m` or `1h`."
+);
 
 #[cfg(test)]
 mod tests {

@@ -118,6 +118,23 @@ pub fn strip(msg: &mut impl Fields, keep: &[HeaderName]) {
     }
 }
 
+/// Reads an upstream's answer on a client session, passing over the
+/// interim (1xx) answers of that hop, at most a few: the status of the last
+/// one read, below 200 when no final answer came.
+pub async fn final_response(
+    session: &mut pingora::protocols::http::client::HttpSession,
+) -> pingora::Result<u16> {
+    let mut status = 0;
+    for _ in 0..4 {
+        session.read_response_header().await?;
+        status = session.response_header().map_or(0, |r| r.status.as_u16());
+        if status >= 200 {
+            break;
+        }
+    }
+    Ok(status)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

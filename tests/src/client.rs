@@ -10,12 +10,18 @@ use crate::certs::{LeafCert, TestCa};
 /// Per-request timeout of every harness client: no test waits forever.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A plaintext HTTP/1.1 client that ignores proxy environment variables.
-pub fn http_client() -> reqwest::Client {
+/// A reqwest builder that ignores proxy environment variables and times
+/// out every request after [`CLIENT_TIMEOUT`].
+fn builder() -> reqwest::ClientBuilder {
     reqwest::Client::builder()
         .no_proxy()
-        .http1_only()
         .timeout(CLIENT_TIMEOUT)
+}
+
+/// A plaintext HTTP/1.1 client that ignores proxy environment variables.
+pub fn http_client() -> reqwest::Client {
+    builder()
+        .http1_only()
         .build()
         .expect("build reqwest client")
 }
@@ -23,28 +29,25 @@ pub fn http_client() -> reqwest::Client {
 /// Like [`http_client`], with `host` resolving to `addr`, so that
 /// `http://HOST:PORT/` URLs send `Host: HOST:PORT` to the gateway.
 pub fn http_client_with_host(host: &str, addr: SocketAddr) -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .http1_only()
+    let b = builder().http1_only().resolve(host, addr);
+    b.build().expect("build reqwest client")
+}
+
+/// A builder for HTTPS that trusts only `ca` and resolves `host` to `addr`.
+fn tls_builder(ca: &TestCa, host: &str, addr: SocketAddr) -> reqwest::ClientBuilder {
+    let root = reqwest::Certificate::from_pem(ca.cert_pem().as_bytes()).expect("CA PEM");
+    builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(root)
         .resolve(host, addr)
-        .timeout(CLIENT_TIMEOUT)
-        .build()
-        .expect("build reqwest client")
 }
 
 /// An HTTPS client that trusts only `ca` and resolves `host` to `addr`
 /// (HTTP/2 via ALPN when the server offers it).
 pub fn tls_client(ca: &TestCa, host: &str, addr: SocketAddr) -> reqwest::Client {
-    let root = reqwest::Certificate::from_pem(ca.cert_pem().as_bytes()).expect("CA PEM");
-    reqwest::Client::builder()
-        .no_proxy()
-        .use_rustls_tls()
-        .tls_built_in_root_certs(false)
-        .add_root_certificate(root)
-        .resolve(host, addr)
-        .timeout(CLIENT_TIMEOUT)
-        .build()
-        .expect("build TLS reqwest client")
+    let b = tls_builder(ca, host, addr);
+    b.build().expect("build TLS reqwest client")
 }
 
 /// An HTTPS client that trusts only `ca`, resolves `host` to `addr`, and
@@ -57,21 +60,45 @@ pub fn mtls_client(
     host: &str,
     addr: SocketAddr,
 ) -> reqwest::Client {
-    let root = reqwest::Certificate::from_pem(ca.cert_pem().as_bytes()).expect("CA PEM");
-    let mut builder = reqwest::Client::builder()
-        .no_proxy()
-        .use_rustls_tls()
-        .tls_built_in_root_certs(false)
-        .add_root_certificate(root)
-        .resolve(host, addr)
-        .pool_max_idle_per_host(0)
-        .timeout(CLIENT_TIMEOUT);
+    let mut b = tls_builder(ca, host, addr).pool_max_idle_per_host(0);
     if let Some(leaf) = client {
         let id = reqwest::Identity::from_pem(leaf.identity_pem().as_bytes())
             .expect("client certificate and key PEM");
-        builder = builder.identity(id);
+        b = b.identity(id);
     }
-    builder.build().expect("build mTLS reqwest client")
+    b.build().expect("build mTLS reqwest client")
+}
+
+/// A rustls connector trusting only `ca`, presenting `client` when given,
+/// speaking `versions` (empty: TLS 1.3 and 1.2) and, when `h1_alpn`,
+/// offering ALPN `http/1.1`.
+pub fn rustls_connector(
+    ca: &TestCa,
+    client: Option<&LeafCert>,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+    h1_alpn: bool,
+) -> tokio_rustls::TlsConnector {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.cert_der()).expect("CA certificate");
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let versions = match versions {
+        [] => rustls::DEFAULT_VERSIONS,
+        v => v,
+    };
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(versions)
+        .expect("TLS versions")
+        .with_root_certificates(roots);
+    let mut config = match client {
+        Some(leaf) => builder
+            .with_client_auth_cert(vec![leaf.cert_der()], leaf.key_der())
+            .expect("client certificate and key"),
+        None => builder.with_no_client_auth(),
+    };
+    if h1_alpn {
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    }
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
 }
 
 /// What a raw TLS exchange with a server ended in; see [`tls_exchange`].
@@ -104,30 +131,15 @@ pub async fn tls_exchange(
     path: &str,
     tls12_only: bool,
 ) -> TlsOutcome {
-    use std::sync::Arc;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     let limit = Duration::from_secs(10);
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(ca.cert_der()).expect("CA certificate");
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let versions: &[&rustls::SupportedProtocolVersion] = if tls12_only {
         &[&rustls::version::TLS12]
     } else {
-        &[&rustls::version::TLS13, &rustls::version::TLS12]
+        &[]
     };
-    let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(versions)
-        .expect("TLS versions")
-        .with_root_certificates(roots);
-    let mut config = match client {
-        Some(leaf) => builder
-            .with_client_auth_cert(vec![leaf.cert_der()], leaf.key_der())
-            .expect("client certificate and key"),
-        None => builder.with_no_client_auth(),
-    };
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let connector = rustls_connector(ca, client, versions, true);
     let name = rustls::pki_types::ServerName::try_from(host.to_string()).expect("server name");
     let tcp = match tokio::time::timeout(limit, tokio::net::TcpStream::connect(addr)).await {
         Ok(Ok(tcp)) => tcp,

@@ -286,35 +286,49 @@ impl Gateway {
 
     /// Polls admin `/config` (up to 10 s) until `generation` is exactly `want`.
     pub async fn wait_generation(&self, want: u64) {
-        self.poll_generation(
-            |g| g == Some(want),
-            &format!("== {want}"),
-            Duration::from_secs(10),
-        )
-        .await
+        let what = format!("generation == {want}");
+        self.wait_config(&what, Duration::from_secs(10), |c| c["generation"] == want)
+            .await;
     }
 
     /// Polls admin `/config` (up to `limit`) until `generation` is at least `want`.
     pub async fn wait_generation_at_least(&self, want: u64, limit: Duration) {
-        self.poll_generation(|g| g.unwrap_or(0) >= want, &format!(">= {want}"), limit)
-            .await
+        let what = format!("generation >= {want}");
+        self.wait_config(&what, limit, |c| {
+            c["generation"].as_u64().unwrap_or(0) >= want
+        })
+        .await;
     }
 
-    async fn poll_generation(&self, ok: impl Fn(Option<u64>) -> bool, what: &str, limit: Duration) {
+    /// Admin `/config` as JSON (asserting a 200 answer).
+    pub async fn config_json(&self) -> serde_json::Value {
+        let (status, body) = self.admin_get("/config").await;
+        assert_eq!(status, 200, "expected admin /config to answer 200: {body}");
+        serde_json::from_str(&body).expect("admin /config is JSON")
+    }
+
+    /// Polls admin `/config` (up to `limit`) until `ok(document)`; returns
+    /// the document. Panics after the limit naming `what` and what it saw.
+    pub async fn wait_config(
+        &self,
+        what: &str,
+        limit: Duration,
+        ok: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
         let start = Instant::now();
         let mut last = serde_json::Value::Null;
         while start.elapsed() < limit {
             let (status, body) = self.admin_get("/config").await;
             if status == 200 {
                 last = serde_json::from_str(&body).unwrap_or_default();
-                if ok(last["generation"].as_u64()) {
-                    return;
+                if ok(&last) {
+                    return last;
                 }
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
         panic!(
-            "expected admin /config generation {what} within {limit:?}; last saw {} (reload: {})\n--- gateway stderr ---\n{}",
+            "expected admin /config {what} within {limit:?}; last saw generation {} (reload: {})\n--- gateway stderr ---\n{}",
             last["generation"],
             last["reload"],
             tail(&self.stderr(), 40)
@@ -454,7 +468,7 @@ pub fn upload_body(data: Vec<u8>, chunked: bool) -> reqwest::Body {
 
 /// Sends `n` GETs of `{prefix}{i}` to `port` from `workers` concurrent
 /// tasks; panics unless every answer is 200 (see [`fire_with`]).
-pub async fn fire(port: u16, prefix: &str, n: usize, workers: usize) {
+pub async fn fire(port: u16, prefix: &str, n: usize, workers: usize) -> UpstreamCounts {
     let prefix = prefix.to_string();
     fire_with(n, workers, move |client, i| {
         client.get(url(port, &format!("{prefix}{i}")))
@@ -462,20 +476,24 @@ pub async fn fire(port: u16, prefix: &str, n: usize, workers: usize) {
     .await
 }
 
+/// How many answers each `x-upstream` value sent (`""` for none).
+pub type UpstreamCounts = std::collections::BTreeMap<String, u64>;
+
 /// Sends the `n` requests `make(client, i)` from `workers` concurrent tasks;
 /// panics unless every answer is 200 (naming the status and the
-/// `x-upstream` that sent it).
+/// `x-upstream` that sent it). Returns the answers by `x-upstream`.
 pub async fn fire_with(
     n: usize,
     workers: usize,
     make: impl Fn(&reqwest::Client, usize) -> reqwest::RequestBuilder + Send + Sync + 'static,
-) {
+) -> UpstreamCounts {
     let client = http_client();
     let make = std::sync::Arc::new(make);
     let mut tasks = Vec::new();
     for w in 0..workers {
         let (client, make) = (client.clone(), make.clone());
         tasks.push(tokio::spawn(async move {
+            let mut counts = UpstreamCounts::new();
             for i in (w..n).step_by(workers) {
                 let resp = make(&client, i)
                     .send()
@@ -488,11 +506,23 @@ pub async fn fire_with(
                     resp.status(),
                     resp.headers().get("x-upstream")
                 );
+                let from = resp
+                    .headers()
+                    .get("x-upstream")
+                    .and_then(|v| v.to_str().ok());
+                *counts
+                    .entry(from.unwrap_or_default().to_string())
+                    .or_default() += 1;
                 let _ = resp.bytes().await;
             }
+            counts
         }));
     }
+    let mut all = UpstreamCounts::new();
     for t in tasks {
-        t.await.expect("worker");
+        for (k, v) in t.await.expect("worker") {
+            *all.entry(k).or_default() += v;
+        }
     }
+    all
 }

@@ -178,8 +178,8 @@ impl Gateway {
     /// Like [`Gateway::start_in`], running `gateway ARGS... -c DIR/gateway.yaml`
     /// (e.g. `&[]` for the bare `gateway -c FILE` form).
     pub fn start_with_args(dir: TempDir, yaml: &str, args: &[&str]) -> Gateway {
-        let gw = Self::launch(dir, yaml, args);
-        gw.wait_listeners();
+        let mut gw = Self::spawn_only(dir, yaml, args);
+        gw.wait_until_ready();
         gw
     }
 
@@ -188,7 +188,9 @@ impl Gateway {
     /// listeners to accept connections (which [`Gateway::start_in`] does).
     /// For tests of what readiness promises.
     pub fn start_readyz_only(dir: TempDir, yaml: &str) -> Gateway {
-        Self::launch(dir, yaml, &["run"])
+        let mut gw = Self::spawn_only(dir, yaml, &["run"]);
+        gw.wait_ready();
+        gw
     }
 
     /// The `listen` addresses of the YAML's `listeners`.
@@ -212,12 +214,6 @@ impl Gateway {
         }
     }
 
-    fn launch(dir: TempDir, yaml: &str, args: &[&str]) -> Gateway {
-        let mut gw = Self::spawn_only(dir, yaml, args);
-        gw.wait_ready();
-        gw
-    }
-
     /// Starts `gateway ARGS... -c DIR/gateway.yaml` and returns at once,
     /// without waiting for readiness (e.g. `run --upgrade`, which waits for
     /// the old process to hand over its sockets). Call
@@ -226,14 +222,9 @@ impl Gateway {
         Self::spawn_env(dir, yaml, args, &[])
     }
 
-    /// Like [`Gateway::start`], with `env` added to the gateway's own
+    /// [`Gateway::start_in`] with `env` added to the gateway's own
     /// environment only (changing the test process's environment would leak
     /// into every gateway other tests start at the same time).
-    pub fn start_with_env(yaml: &str, env: &[(&str, &str)]) -> Gateway {
-        Self::start_in_with_env(tempfile::tempdir().expect("tempdir"), yaml, env)
-    }
-
-    /// [`Gateway::start_in`] with `env` as in [`Gateway::start_with_env`].
     pub fn start_in_with_env(dir: TempDir, yaml: &str, env: &[(&str, &str)]) -> Gateway {
         let mut gw = Self::spawn_env(dir, yaml, &["run"], env);
         gw.wait_until_ready();
@@ -412,11 +403,9 @@ impl Drop for Gateway {
         let _ = self.child.wait();
         if std::thread::panicking() {
             // The test failed: show what the gateway said (tail only).
-            let err = self.stderr();
-            let lines: Vec<&str> = err.lines().collect();
-            let tail = lines[lines.len().saturating_sub(40)..].join("\n");
             eprintln!(
-                "--- gateway stderr (last 40 lines) ---\n{tail}\n--- config ---\n{}",
+                "--- gateway stderr (last 40 lines) ---\n{}\n--- config ---\n{}",
+                crate::tail(&self.stderr(), 40),
                 read_lossy(&self.dir.path().join("gateway.yaml"))
             );
         }

@@ -16,6 +16,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use crate::upstream::hex;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::{Request, Response, StatusCode};
@@ -167,18 +168,7 @@ struct State {
 
 fn runtime() -> &'static Runtime {
     static RT: OnceLock<Runtime> = OnceLock::new();
-    RT.get_or_init(|| {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("test-otlp")
-            .enable_all()
-            .build()
-            .expect("build OTLP receiver runtime")
-    })
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    RT.get_or_init(|| crate::upstream::background_runtime(1, "test-otlp"))
 }
 
 /// A running OTLP/HTTP receiver on 127.0.0.1 (its own background runtime,

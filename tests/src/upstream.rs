@@ -201,7 +201,7 @@ pub fn sha256_hex(data: &[u8]) -> String {
     hex(&Sha256::digest(data))
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -276,16 +276,20 @@ impl Drop for ActiveGuard {
     }
 }
 
+/// A background runtime of `threads` workers named `name`, for test
+/// servers that must serve whatever runtime the test itself uses.
+pub(crate) fn background_runtime(threads: usize, name: &str) -> Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .thread_name(name)
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("build runtime {name}: {e}"))
+}
+
 fn runtime() -> &'static Runtime {
     static RT: OnceLock<Runtime> = OnceLock::new();
-    RT.get_or_init(|| {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(4)
-            .thread_name("test-upstreams")
-            .enable_all()
-            .build()
-            .expect("build upstream runtime")
-    })
+    RT.get_or_init(|| background_runtime(4, "test-upstreams"))
 }
 
 /// A running test upstream on 127.0.0.1. Stops serving when dropped.
@@ -310,7 +314,7 @@ impl Upstream {
         name: &str,
         handler: impl Fn(&RequestInfo) -> Reply + Send + Sync + 'static,
     ) -> Upstream {
-        Self::spawn(name, Arc::new(handler), None)
+        Self::start_at(IpAddr::V4(Ipv4Addr::LOCALHOST), name, handler)
     }
 
     /// Like [`Upstream::start`], listening on `ip` (any loopback address,
@@ -321,7 +325,7 @@ impl Upstream {
         name: &str,
         handler: impl Fn(&RequestInfo) -> Reply + Send + Sync + 'static,
     ) -> Upstream {
-        Self::spawn_at(ip, name, Arc::new(handler), None)
+        Self::spawn(ip, name, Arc::new(handler), None, None)
     }
 
     /// An echo upstream named `name` (see [`Upstream::named`]) listening on `ip`.
@@ -344,11 +348,9 @@ impl Upstream {
             .with_single_cert(vec![leaf.cert_der()], leaf.key_der())
             .expect("TLS server config");
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        Self::spawn(
-            name,
-            Arc::new(handler),
-            Some(tokio_rustls::TlsAcceptor::from(Arc::new(config))),
-        )
+        let tls = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let localhost = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        Self::spawn(localhost, name, Arc::new(handler), Some(tls), None)
     }
 
     /// An upstream whose health and behaviour the test flips at run time,
@@ -366,7 +368,7 @@ impl Upstream {
         let n = name.to_string();
         let handler: UpstreamHandler =
             Arc::new(move |_| Reply::text(200, text.clone()).header("x-upstream", &n));
-        Self::spawn_with(
+        Self::spawn(
             IpAddr::V4(Ipv4Addr::LOCALHOST),
             name,
             handler,
@@ -437,23 +439,6 @@ impl Upstream {
     }
 
     fn spawn(
-        name: &str,
-        handler: UpstreamHandler,
-        tls: Option<tokio_rustls::TlsAcceptor>,
-    ) -> Upstream {
-        Self::spawn_at(IpAddr::V4(Ipv4Addr::LOCALHOST), name, handler, tls)
-    }
-
-    fn spawn_at(
-        ip: IpAddr,
-        name: &str,
-        handler: UpstreamHandler,
-        tls: Option<tokio_rustls::TlsAcceptor>,
-    ) -> Upstream {
-        Self::spawn_with(ip, name, handler, tls, None)
-    }
-
-    fn spawn_with(
         ip: IpAddr,
         name: &str,
         handler: UpstreamHandler,

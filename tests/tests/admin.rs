@@ -1,10 +1,10 @@
 //! Admin endpoints, Prometheus metrics and the JSON access log.
 
 use std::collections::BTreeSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use gateway_tests::{
-    free_port, http_client, metric_value, parse_prometheus, url, Gateway, Upstream,
+    free_port, http_client, metric_value, parse_prometheus, url, wait_metrics, Gateway, Upstream,
 };
 use serde_json::Value;
 
@@ -72,61 +72,46 @@ async fn request_metrics_and_access_log() {
         let _ = resp.bytes().await;
     }
 
-    // Metrics are recorded when a request ends; give the gateway a moment.
     let want = N as f64;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let metrics = loop {
-        let m = gw.metrics().await;
-        let done = metric_value(
-            &m,
+    let requests =
+        |m: &str, labels: &[(&str, &str)]| metric_value(m, "gateway_requests_total", labels);
+    let durations = |m: &str| {
+        metric_value(
+            m,
             "gateway_request_duration_seconds_count",
             &[("route", "r1")],
-        ) == Some(want)
-            && metric_value(
-                &m,
-                "gateway_requests_total",
-                &[("route", "r1"), ("code_class", "2xx")],
-            ) == Some(want);
-        if done || Instant::now() > deadline {
-            break m;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        )
     };
+    let ok_2xx = [("route", "r1"), ("code_class", "2xx")];
+    // Metrics are recorded when a request ends; give the gateway a moment.
+    let metrics = wait_metrics(&gw, Duration::from_secs(5), |m| {
+        durations(m) == Some(want) && requests(m, &ok_2xx) == Some(want)
+    })
+    .await;
     assert_eq!(
-        metric_value(
-            &metrics,
-            "gateway_requests_total",
-            &[("route", "r1"), ("code_class", "2xx")]
-        ),
+        requests(&metrics, &ok_2xx),
         Some(want),
         "gateway_requests_total{{route=\"r1\",code_class=\"2xx\"}} should be {N}:\n{metrics}"
     );
     assert_eq!(
-        metric_value(
+        requests(
             &metrics,
-            "gateway_requests_total",
             &[("route", "r1"), ("listener", "public"), ("cluster", "c1")]
         ),
         Some(want),
         "gateway_requests_total should carry listener=public and cluster=c1 labels"
     );
     assert_eq!(
-        metric_value(
-            &metrics,
-            "gateway_request_duration_seconds_count",
-            &[("route", "r1")]
-        ),
+        durations(&metrics),
         Some(want),
         "gateway_request_duration_seconds_count{{route=\"r1\"}} should be {N}"
     );
-    assert!(
-        metric_value(&metrics, "gateway_active_requests", &[]).is_some(),
-        "gateway_active_requests should exist"
-    );
-    assert!(
-        metric_value(&metrics, "gateway_build_info", &[]).is_some(),
-        "gateway_build_info should exist"
-    );
+    for name in ["gateway_active_requests", "gateway_build_info"] {
+        assert!(
+            metric_value(&metrics, name, &[]).is_some(),
+            "{name} should exist"
+        );
+    }
 
     // Access log: one JSON line per request.
     let entries = gw.wait_access_log(N, Duration::from_secs(5), |v| v["route"] == "r1");

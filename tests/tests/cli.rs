@@ -74,115 +74,105 @@ struct Broken {
     mentions: Option<&'static str>,
 }
 
+/// `template` with `${admin}`, `${port}`, `${tls}` and `${p2}` filled with
+/// fresh ports.
+fn fresh(template: &str) -> String {
+    let (admin, port, tls, p2) = (free_port(), free_port(), free_port(), free_port());
+    let vars = [
+        ("admin", &admin),
+        ("port", &port),
+        ("tls", &tls),
+        ("p2", &p2),
+    ];
+    tpl(
+        template,
+        &vars.map(|(n, p)| (n, p as &dyn std::fmt::Display)),
+    )
+}
+
 fn broken_files() -> Vec<Broken> {
-    let vars = |extra: &str| {
-        tpl(
-            extra,
-            &[
-                ("admin", &free_port()),
-                ("port", &free_port()),
-                ("p2", &free_port()),
-            ],
-        )
-    };
-    vec![
-        Broken {
-            kind: "YAML syntax error",
-            yaml: vars(
-                "admin: {listen: \"127.0.0.1:${admin}\"}\nlisteners:\n  - {name: public, listen: \"127.0.0.1:${port}\"}\nclusters:\n  - name: app\n    endpoints: [{address: \"127.0.0.1:${p2}\"}]\nroutes:\n  - name: r1\n    cluster: app: oops\n",
-            ),
-            marker: "app: oops",
-            mentions: None,
-        },
-        Broken {
-            kind: "unknown key",
-            yaml: vars(
-                "admin: {listen: \"127.0.0.1:${admin}\"}\nlisteners:\n  - {name: public, listen: \"127.0.0.1:${port}\"}\nclusters:\n  - name: app\n    endpoints: [{address: \"127.0.0.1:${p2}\"}]\nroutes:\n  - name: r1\n    bogus_key: 1\n    cluster: app\n",
-            ),
-            marker: "bogus_key",
-            mentions: Some("bogus_key"),
-        },
-        Broken {
-            kind: "route references a missing cluster",
-            yaml: vars(
-                "admin: {listen: \"127.0.0.1:${admin}\"}\nlisteners:\n  - {name: public, listen: \"127.0.0.1:${port}\"}\nclusters:\n  - name: app\n    endpoints: [{address: \"127.0.0.1:${p2}\"}]\nroutes:\n  - name: r1\n    cluster: no-such-cluster\n",
-            ),
-            marker: "no-such-cluster",
-            mentions: Some("no-such-cluster"),
-        },
-        Broken {
-            kind: "duplicate cluster names",
-            yaml: vars(
-                "admin: {listen: \"127.0.0.1:${admin}\"}\nlisteners:\n  - {name: public, listen: \"127.0.0.1:${port}\"}\nclusters:\n  - name: twin\n    endpoints: [{address: \"127.0.0.1:${p2}\"}]\n  - name: twin   # again\n    endpoints: [{address: \"127.0.0.1:${p2}\"}]\nroutes:\n  - name: r1\n    cluster: twin\n",
-            ),
-            marker: "# again",
-            mentions: Some("twin"),
-        },
-        Broken {
-            kind: "listener cert file does not exist",
-            yaml: vars(
-                "admin: {listen: \"127.0.0.1:${admin}\"}\nlisteners:\n  - name: secure\n    listen: \"127.0.0.1:${port}\"\n    tls:\n      cert: does-not-exist.pem\n      key: gw.key\nclusters:\n  - name: app\n    endpoints: [{address: \"127.0.0.1:${p2}\"}]\nroutes:\n  - name: r1\n    cluster: app\n",
-            ),
-            marker: "does-not-exist.pem",
-            mentions: Some("does-not-exist.pem"),
-        },
-        Broken {
-            kind: "bad listen address",
-            yaml: vars(
-                "admin: {listen: \"127.0.0.1:${admin}\"}\nlisteners:\n  - name: public\n    listen: \"127.0.0.1:notaport\"\nclusters:\n  - name: app\n    endpoints: [{address: \"127.0.0.1:${p2}\"}]\nroutes:\n  - name: r1\n    cluster: app\n",
-            ),
-            marker: "notaport",
-            mentions: Some("127.0.0.1:notaport"),
-        },
-        Broken {
-            kind: "bad egress rule host (a message from filters::egress)",
-            yaml: vars(
-                "admin: {listen: \"127.0.0.1:${admin}\"}\nlisteners:\n  - {name: out, listen: \"127.0.0.1:${port}\", mode: egress}\negress:\n  rules:\n    - name: ok\n      hosts: [a.test]\n    - name: bad\n      hosts:\n        - \"exa mple.test\"\n",
-            ),
-            marker: "exa mple.test",
-            mentions: Some("rules[1].hosts"),
-        },
-        Broken {
-            kind: "bad authorization rule (a message from filters::authz)",
-            yaml: vars(
-                "admin: {listen: \"127.0.0.1:${admin}\"}\nlisteners:\n  - {name: public, listen: \"127.0.0.1:${port}\"}\nroutes:\n  - name: r1\n    direct_response: {status: 200}\n    auth:\n      allow:\n        - methods: [GET]\n          path_prefix: nope\n",
-            ),
-            marker: "path_prefix: nope",
-            mentions: Some("nope"),
-        },
-        Broken {
-            kind: "enum field written as a map names its values",
-            yaml: vars(
-                "admin: {listen: \"127.0.0.1:${admin}\"}\nlisteners:\n  - name: secure\n    listen: \"127.0.0.1:${port}\"\n    tls:\n      cert: gw.pem\n      key: gw.key\n      client_auth: {mode: require}\nroutes:\n  - name: r1\n    direct_response: {status: 200}\n",
-            ),
-            marker: "client_auth: {mode: require}",
-            mentions: Some("expected one of `require`, `optional`"),
-        },
-        Broken {
-            kind: "unknown load-balancer policy names the policies",
-            yaml: vars(
-                "admin: {listen: \"127.0.0.1:${admin}\"}\nlisteners:\n  - {name: public, listen: \"127.0.0.1:${port}\"}\nclusters:\n  - name: app\n    lb: fastest\n    endpoints: [{address: \"127.0.0.1:${p2}\"}]\nroutes:\n  - name: r1\n    cluster: app\n",
-            ),
-            marker: "lb: fastest",
-            mentions: Some("unknown variant `fastest`, expected one of `round_robin`, `least_request`, `random`, `consistent_hash`"),
-        },
-        Broken {
-            kind: "unknown retry condition names the conditions",
-            yaml: vars(
-                "admin: {listen: \"127.0.0.1:${admin}\"}\nlisteners:\n  - {name: public, listen: \"127.0.0.1:${port}\"}\nclusters:\n  - name: app\n    endpoints: [{address: \"127.0.0.1:${p2}\"}]\nroutes:\n  - name: r1\n    cluster: app\n    retries:\n      attempts: 2\n      on: [5xx]\n",
-            ),
-            marker: "on: [5xx]",
-            mentions: Some("expected one of `connect-failure`, `reset`, `gateway-error`"),
-        },
-        Broken {
-            kind: "oversized listener read buffer",
-            yaml: vars(
-                "admin: {listen: \"127.0.0.1:${admin}\"}\nlisteners:\n  - name: public\n    listen: \"127.0.0.1:${port}\"\n    read_buffer_bytes: 1000000000000\nroutes:\n  - name: r1\n    direct_response: {status: 200}\n",
-            ),
-            marker: "read_buffer_bytes: 1000000000000",
-            mentions: Some("at most 1048576"),
-        },
+    [
+        (
+            "YAML syntax error",
+            "admin: {listen: \"127.0.0.1:${admin}\"}\nlisteners:\n  - {name: public, listen: \"127.0.0.1:${port}\"}\nclusters:\n  - name: app\n    endpoints: [{address: \"127.0.0.1:${p2}\"}]\nroutes:\n  - name: r1\n    cluster: app: oops\n",
+            "app: oops",
+            None,
+        ),
+        (
+            "unknown key",
+            "admin: {listen: \"127.0.0.1:${admin}\"}\nlisteners:\n  - {name: public, listen: \"127.0.0.1:${port}\"}\nclusters:\n  - name: app\n    endpoints: [{address: \"127.0.0.1:${p2}\"}]\nroutes:\n  - name: r1\n    bogus_key: 1\n    cluster: app\n",
+            "bogus_key",
+            Some("bogus_key"),
+        ),
+        (
+            "route references a missing cluster",
+            "admin: {listen: \"127.0.0.1:${admin}\"}\nlisteners:\n  - {name: public, listen: \"127.0.0.1:${port}\"}\nclusters:\n  - name: app\n    endpoints: [{address: \"127.0.0.1:${p2}\"}]\nroutes:\n  - name: r1\n    cluster: no-such-cluster\n",
+            "no-such-cluster",
+            Some("no-such-cluster"),
+        ),
+        (
+            "duplicate cluster names",
+            "admin: {listen: \"127.0.0.1:${admin}\"}\nlisteners:\n  - {name: public, listen: \"127.0.0.1:${port}\"}\nclusters:\n  - name: twin\n    endpoints: [{address: \"127.0.0.1:${p2}\"}]\n  - name: twin   # again\n    endpoints: [{address: \"127.0.0.1:${p2}\"}]\nroutes:\n  - name: r1\n    cluster: twin\n",
+            "# again",
+            Some("twin"),
+        ),
+        (
+            "listener cert file does not exist",
+            "admin: {listen: \"127.0.0.1:${admin}\"}\nlisteners:\n  - name: secure\n    listen: \"127.0.0.1:${port}\"\n    tls:\n      cert: does-not-exist.pem\n      key: gw.key\nclusters:\n  - name: app\n    endpoints: [{address: \"127.0.0.1:${p2}\"}]\nroutes:\n  - name: r1\n    cluster: app\n",
+            "does-not-exist.pem",
+            Some("does-not-exist.pem"),
+        ),
+        (
+            "bad listen address",
+            "admin: {listen: \"127.0.0.1:${admin}\"}\nlisteners:\n  - name: public\n    listen: \"127.0.0.1:notaport\"\nclusters:\n  - name: app\n    endpoints: [{address: \"127.0.0.1:${p2}\"}]\nroutes:\n  - name: r1\n    cluster: app\n",
+            "notaport",
+            Some("127.0.0.1:notaport"),
+        ),
+        (
+            "bad egress rule host (a message from filters::egress)",
+            "admin: {listen: \"127.0.0.1:${admin}\"}\nlisteners:\n  - {name: out, listen: \"127.0.0.1:${port}\", mode: egress}\negress:\n  rules:\n    - name: ok\n      hosts: [a.test]\n    - name: bad\n      hosts:\n        - \"exa mple.test\"\n",
+            "exa mple.test",
+            Some("rules[1].hosts"),
+        ),
+        (
+            "bad authorization rule (a message from filters::authz)",
+            "admin: {listen: \"127.0.0.1:${admin}\"}\nlisteners:\n  - {name: public, listen: \"127.0.0.1:${port}\"}\nroutes:\n  - name: r1\n    direct_response: {status: 200}\n    auth:\n      allow:\n        - methods: [GET]\n          path_prefix: nope\n",
+            "path_prefix: nope",
+            Some("nope"),
+        ),
+        (
+            "enum field written as a map names its values",
+            "admin: {listen: \"127.0.0.1:${admin}\"}\nlisteners:\n  - name: secure\n    listen: \"127.0.0.1:${port}\"\n    tls:\n      cert: gw.pem\n      key: gw.key\n      client_auth: {mode: require}\nroutes:\n  - name: r1\n    direct_response: {status: 200}\n",
+            "client_auth: {mode: require}",
+            Some("expected one of `require`, `optional`"),
+        ),
+        (
+            "unknown load-balancer policy names the policies",
+            "admin: {listen: \"127.0.0.1:${admin}\"}\nlisteners:\n  - {name: public, listen: \"127.0.0.1:${port}\"}\nclusters:\n  - name: app\n    lb: fastest\n    endpoints: [{address: \"127.0.0.1:${p2}\"}]\nroutes:\n  - name: r1\n    cluster: app\n",
+            "lb: fastest",
+            Some("unknown variant `fastest`, expected one of `round_robin`, `least_request`, `random`, `consistent_hash`"),
+        ),
+        (
+            "unknown retry condition names the conditions",
+            "admin: {listen: \"127.0.0.1:${admin}\"}\nlisteners:\n  - {name: public, listen: \"127.0.0.1:${port}\"}\nclusters:\n  - name: app\n    endpoints: [{address: \"127.0.0.1:${p2}\"}]\nroutes:\n  - name: r1\n    cluster: app\n    retries:\n      attempts: 2\n      on: [5xx]\n",
+            "on: [5xx]",
+            Some("expected one of `connect-failure`, `reset`, `gateway-error`"),
+        ),
+        (
+            "oversized listener read buffer",
+            "admin: {listen: \"127.0.0.1:${admin}\"}\nlisteners:\n  - name: public\n    listen: \"127.0.0.1:${port}\"\n    read_buffer_bytes: 1000000000000\nroutes:\n  - name: r1\n    direct_response: {status: 200}\n",
+            "read_buffer_bytes: 1000000000000",
+            Some("at most 1048576"),
+        ),
     ]
+    .into_iter()
+    .map(|(kind, yaml, marker, mentions)| Broken {
+        kind,
+        yaml: fresh(yaml),
+        marker,
+        mentions,
+    })
+    .collect()
 }
 
 #[test]
@@ -226,7 +216,7 @@ fn validate_reports_each_kind_of_problem_with_its_position() {
 #[test]
 fn validate_reports_all_problems_at_once() {
     let dir = dir_with_cert();
-    let yaml = tpl(
+    let yaml = fresh(
         r#"admin: {listen: "127.0.0.1:${admin}"}
 listeners:
   - name: public
@@ -245,11 +235,6 @@ routes:
   - name: r1
     cluster: no-such-cluster
 "#,
-        &[
-            ("admin", &free_port()),
-            ("port", &free_port()),
-            ("p2", &free_port()),
-        ],
     );
     write(dir.path(), "many.yaml", &yaml);
     let out = run_gateway(&["validate", "-c", "many.yaml"], dir.path(), CMD_TIMEOUT);
@@ -280,7 +265,7 @@ routes:
 #[test]
 fn validate_accepts_a_valid_file() {
     let dir = dir_with_cert();
-    let yaml = tpl(
+    let yaml = fresh(
         r#"admin: {listen: "127.0.0.1:${admin}"}
 listeners:
   - {name: public, listen: "127.0.0.1:${port}"}
@@ -302,12 +287,6 @@ routes:
   - name: hello
     direct_response: {status: 200, body: "hi\n", headers: {content-type: text/plain}}
 "#,
-        &[
-            ("admin", &free_port()),
-            ("port", &free_port()),
-            ("tls", &free_port()),
-            ("p2", &free_port()),
-        ],
     );
     write(dir.path(), "ok.yaml", &yaml);
     let out = run_gateway(&["validate", "-c", "ok.yaml"], dir.path(), CMD_TIMEOUT);
@@ -369,14 +348,13 @@ fn run_refuses_a_broken_file() {
 
 /// The smallest config that serves something, on fresh ports.
 fn hello_config() -> String {
-    tpl(
+    fresh(
         r#"admin: {listen: "127.0.0.1:${admin}"}
 listeners:
   - {name: public, listen: "127.0.0.1:${port}"}
 routes:
   - {name: hello, direct_response: {status: 200, body: "hi\n"}}
 "#,
-        &[("admin", &free_port()), ("port", &free_port())],
     )
 }
 

@@ -26,22 +26,35 @@ fn joined(doc: &Value, name: &str) -> Option<String> {
     })
 }
 
+/// `GET path` with `headers`: the response's `x-request-id` and the echo
+/// document.
+async fn echo_get(
+    client: &reqwest::Client,
+    port: u16,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (Option<String>, Value) {
+    let mut req = client.get(url(port, path));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = req.send().await.expect("request");
+    let id = resp
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok());
+    let id = id.map(str::to_string);
+    (id, resp.json().await.expect("echo JSON"))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forwarded_headers() {
     let echo = Upstream::echo();
     let (_gw, port) = start(&echo);
     let client = http_client();
 
-    let doc: Value = client
-        .get(url(port, "/echo/xff"))
-        .header("host", "hygiene.example")
-        .header("x-forwarded-for", "1.2.3.4")
-        .send()
-        .await
-        .expect("request")
-        .json()
-        .await
-        .expect("echo JSON");
+    let headers = [("host", "hygiene.example"), ("x-forwarded-for", "1.2.3.4")];
+    let (_, doc) = echo_get(&client, port, "/echo/xff", &headers).await;
     assert_eq!(
         joined(&doc, "x-forwarded-for").as_deref(),
         Some("1.2.3.4, 127.0.0.1"),
@@ -58,14 +71,7 @@ async fn forwarded_headers() {
         "x-forwarded-host should carry the Host the client sent"
     );
 
-    let doc: Value = client
-        .get(url(port, "/echo/no-xff"))
-        .send()
-        .await
-        .expect("request")
-        .json()
-        .await
-        .expect("echo JSON");
+    let (_, doc) = echo_get(&client, port, "/echo/no-xff", &[]).await;
     assert_eq!(
         joined(&doc, "x-forwarded-for").as_deref(),
         Some("127.0.0.1"),
@@ -81,17 +87,7 @@ async fn request_ids() {
 
     let mut seen = Vec::new();
     for _ in 0..2 {
-        let resp = client
-            .get(url(port, "/echo/id"))
-            .send()
-            .await
-            .expect("request");
-        let returned = resp
-            .headers()
-            .get("x-request-id")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
-        let doc: Value = resp.json().await.expect("echo JSON");
+        let (returned, doc) = echo_get(&client, port, "/echo/id", &[]).await;
         let upstream_id = joined(&doc, "x-request-id");
         let id = upstream_id
             .clone()
@@ -109,20 +105,13 @@ async fn request_ids() {
         "each request should get its own generated id"
     );
 
-    let resp = client
-        .get(url(port, "/echo/id"))
-        .header("x-request-id", "client-chosen-42")
-        .send()
-        .await
-        .expect("request");
+    let chosen = [("x-request-id", "client-chosen-42")];
+    let (returned, doc) = echo_get(&client, port, "/echo/id", &chosen).await;
     assert_eq!(
-        resp.headers()
-            .get("x-request-id")
-            .map(|v| v.to_str().unwrap_or("")),
+        returned.as_deref(),
         Some("client-chosen-42"),
         "a client-sent x-request-id should come back unchanged"
     );
-    let doc: Value = resp.json().await.expect("echo JSON");
     assert_eq!(
         joined(&doc, "x-request-id").as_deref(),
         Some("client-chosen-42"),

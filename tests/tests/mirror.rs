@@ -30,6 +30,25 @@ fn start(clusters: &[(&str, String)], routes: &str) -> (Gateway, u16) {
     (gw, port)
 }
 
+/// [`start`] with named upstreams `primary` and `shadow` as clusters of
+/// the same names; returns them, the gateway and its traffic port.
+fn pair(routes: &str) -> (Upstream, Upstream, Gateway, u16) {
+    let (primary, shadow) = (Upstream::named("primary"), Upstream::named("shadow"));
+    let clusters = [("primary", primary.address()), ("shadow", shadow.address())];
+    let (gw, port) = start(&clusters, routes);
+    (primary, shadow, gw, port)
+}
+
+/// Sends `req` and asserts a 200 (reading the body); `what` names it.
+async fn send_200(req: reqwest::RequestBuilder, what: &str) {
+    let resp = req.send().await.unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert_eq!(resp.status(), 200, "{what}: expected 200");
+    let _ = resp.bytes().await;
+}
+
+/// Every result a copy can be counted under.
+const RESULTS: [&str; 4] = ["sent", "dropped", "error", "too_large"];
+
 /// `gateway_mirror_requests_total{route,result}` (0 when absent).
 fn mirrored(metrics: &str, route: &str, result: &str) -> u64 {
     let labels = [("route", route), ("result", result)];
@@ -44,11 +63,16 @@ fn mismatches(metrics: &str, route: &str, kind: &str) -> u64 {
 
 /// Every result of a route's copies, for messages.
 fn results(metrics: &str, route: &str) -> String {
-    ["sent", "dropped", "error", "too_large"]
+    RESULTS
         .iter()
         .map(|r| format!("{r}={}", mirrored(metrics, route, r)))
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// The route's copies counted under any result.
+fn counted(metrics: &str, route: &str) -> u64 {
+    RESULTS.iter().map(|r| mirrored(metrics, route, r)).sum()
 }
 
 /// Waits (bounded by `limit`) until the route's `sent` count equals the
@@ -80,21 +104,25 @@ fn sigma_range(n: usize, p: f64) -> (u64, u64, f64) {
     )
 }
 
-/// The shadow's record of request `id` (by `x-request-id`).
-fn by_id<'a>(reqs: &'a [RequestInfo], id: &str) -> Vec<&'a RequestInfo> {
-    reqs.iter()
+/// The one record of request `id` (by `x-request-id`) in `reqs` of `who`.
+fn by_id<'a>(reqs: &'a [RequestInfo], id: &str, who: &str) -> &'a RequestInfo {
+    let hits: Vec<_> = reqs
+        .iter()
         .filter(|r| r.header("x-request-id") == Some(id))
-        .collect()
+        .collect();
+    assert_eq!(
+        hits.len(),
+        1,
+        "expected {who} to get {id} once, got {hits:?}"
+    );
+    hits[0]
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_percent_of_2000_requests_are_mirrored() {
     const N: usize = 2000;
     const P: f64 = 0.10;
-    let primary = Upstream::named("primary");
-    let shadow = Upstream::named("shadow");
-    let (gw, port) = start(
-        &[("primary", primary.address()), ("shadow", shadow.address())],
+    let (primary, shadow, gw, port) = pair(
         "  - {name: sampled, cluster: primary, mirror: [{cluster: shadow, percentage: 10}]}\n",
     );
 
@@ -168,13 +196,7 @@ async fn ten_percent_of_2000_requests_are_mirrored() {
 async fn key_sampling_mirrors_the_same_ids_every_pass() {
     const N: usize = 300;
     const P: f64 = 0.30;
-    let primary = Upstream::named("primary");
-    let shadow = Upstream::named("shadow");
-    let (gw, port) = start(
-        &[
-            ("primary", primary.address()),
-            ("shadow", shadow.address()),
-        ],
+    let (primary, shadow, gw, port) = pair(
         "  - {name: keyed, cluster: primary, mirror: [{cluster: shadow, percentage: 30, sample_key: x-request-id}]}\n",
     );
 
@@ -241,13 +263,7 @@ async fn key_sampling_mirrors_the_same_ids_every_pass() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_copy_is_faithful_with_shadow_host_and_stripped_headers() {
-    let primary = Upstream::named("primary");
-    let shadow = Upstream::named("shadow");
-    let (_gw, port) = start(
-        &[
-            ("primary", primary.address()),
-            ("shadow", shadow.address()),
-        ],
+    let (primary, shadow, _gw, port) = pair(
         "  - {name: copy, cluster: primary, mirror: [{cluster: shadow, strip_headers: [authorization]}]}\n",
     );
     let addr = format!("127.0.0.1:{port}").parse().expect("socket address");
@@ -279,20 +295,12 @@ async fn the_copy_is_faithful_with_shadow_host_and_stripped_headers() {
     let _ = resp.bytes().await;
 
     // A DELETE without a body, Host without a port.
-    let resp = http_client()
+    let req = http_client()
         .delete(url(port, "/api/v1/items/7?force=true"))
         .header("host", "plain.example")
         .header("x-request-id", "copy-2")
-        .header("authorization", "Basic dXNlcjpwdw==")
-        .send()
-        .await
-        .expect("DELETE through the gateway");
-    assert_eq!(
-        resp.status(),
-        200,
-        "the DELETE should get the primary's 200"
-    );
-    let _ = resp.bytes().await;
+        .header("authorization", "Basic dXNlcjpwdw==");
+    send_200(req, "the DELETE should get the primary's 200").await;
 
     let deadline = Instant::now() + Duration::from_secs(5);
     while shadow.requests().len() < 2 && Instant::now() < deadline {
@@ -302,9 +310,7 @@ async fn the_copy_is_faithful_with_shadow_host_and_stripped_headers() {
     let prim = primary.requests();
 
     // The POST.
-    let c = by_id(&copies, "copy-1");
-    assert_eq!(c.len(), 1, "expected one copy of copy-1, got {c:?}");
-    let c = c[0];
+    let c = by_id(&copies, "copy-1", "the shadow");
     assert_eq!(
         c.method, "POST",
         "copy method: expected POST, got {}",
@@ -367,9 +373,7 @@ async fn the_copy_is_faithful_with_shadow_host_and_stripped_headers() {
         "copy content-length"
     );
 
-    let p = by_id(&prim, "copy-1");
-    assert_eq!(p.len(), 1, "expected the primary to get copy-1 once");
-    let p = p[0];
+    let p = by_id(&prim, "copy-1", "the primary");
     assert_eq!(
         p.header("authorization"),
         Some("Bearer s3cret"),
@@ -390,9 +394,7 @@ async fn the_copy_is_faithful_with_shadow_host_and_stripped_headers() {
     assert_eq!(p.body_sha256, sha256_hex(&body), "primary body SHA-256");
 
     // The DELETE.
-    let c = by_id(&copies, "copy-2");
-    assert_eq!(c.len(), 1, "expected one copy of copy-2, got {c:?}");
-    let c = c[0];
+    let c = by_id(&copies, "copy-2", "the shadow");
     assert_eq!(
         c.method, "DELETE",
         "copy method: expected DELETE, got {}",
@@ -412,9 +414,8 @@ async fn the_copy_is_faithful_with_shadow_host_and_stripped_headers() {
         "authorization should be stripped from the copy"
     );
     assert_eq!(c.body_len, 0, "a bodiless request's copy has no body");
-    let p = by_id(&prim, "copy-2");
     assert_eq!(
-        p.first().and_then(|p| p.header("authorization")),
+        by_id(&prim, "copy-2", "the primary").header("authorization"),
         Some("Basic dXNlcjpwdw=="),
         "the primary should still get authorization on the DELETE"
     );
@@ -443,13 +444,7 @@ async fn upload(port: u16, path: &str, data: Vec<u8>, chunked: bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bodies_are_teed_intact_and_oversized_ones_abandoned() {
-    let primary = Upstream::named("primary");
-    let shadow = Upstream::named("shadow");
-    let (gw, port) = start(
-        &[
-            ("primary", primary.address()),
-            ("shadow", shadow.address()),
-        ],
+    let (_primary, shadow, gw, port) = pair(
         "  - {name: bodies, cluster: primary, mirror: [{cluster: shadow, max_body_bytes: 1048576}]}\n",
     );
 
@@ -462,14 +457,7 @@ async fn bodies_are_teed_intact_and_oversized_ones_abandoned() {
     for (path, seed, chunked) in cases {
         upload(port, path, pseudo_random_bytes(MIB, seed), chunked).await;
     }
-    let m = wait_metrics(&gw, Duration::from_secs(5), |m| {
-        mirrored(m, "bodies", "sent")
-            + mirrored(m, "bodies", "dropped")
-            + mirrored(m, "bodies", "error")
-            + mirrored(m, "bodies", "too_large")
-            >= 3
-    })
-    .await;
+    let m = wait_metrics(&gw, Duration::from_secs(5), |m| counted(m, "bodies") >= 3).await;
     let copies = shadow.requests();
     for (path, seed, chunked) in cases {
         let want = sha256_hex(&pseudo_random_bytes(MIB, seed));
@@ -625,13 +613,7 @@ async fn primary_never_waits_for_a_dead_slow_or_full_mirror() {
 
     // Warm the gateway up (first connections) on a route without a mirror,
     // so the timings below measure only what mirroring could add.
-    let warm = http_client()
-        .get(url(port, "/warm"))
-        .send()
-        .await
-        .expect("warm-up request");
-    assert_eq!(warm.status(), 200, "warm-up request");
-    let _ = warm.bytes().await;
+    send_200(http_client().get(url(port, "/warm")), "warm-up request").await;
 
     let down = send_timed(port, "/down", N, false, BOUND).await;
     let slowest = send_timed(port, "/slow", N, false, BOUND).await;
@@ -854,11 +836,7 @@ routes:
         upload(port, &format!("/retried/{i}"), data, false).await;
     }
     let m = wait_metrics(&gw, Duration::from_secs(5), |m| {
-        ["sent", "dropped", "error", "too_large"]
-            .iter()
-            .map(|r| mirrored(m, "retried", r))
-            .sum::<u64>()
-            >= N as u64
+        counted(m, "retried") >= N as u64
     })
     .await;
     let retries = metric(&m, "gateway_retries_total", &[("route", "retried")]);
@@ -890,21 +868,11 @@ routes:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expect_100_continue_request_is_mirrored_and_counted() {
-    let primary = Upstream::named("primary");
-    let shadow = Upstream::named("shadow");
-    let (gw, port) = start(
-        &[("primary", primary.address()), ("shadow", shadow.address())],
-        "  - {name: expect, cluster: primary, mirror: [{cluster: shadow, timeout: 1s}]}\n",
-    );
-    let resp = http_client()
-        .post(url(port, "/expect"))
-        .header("expect", "100-continue")
-        .body(vec![b'e'; 4000])
-        .send()
-        .await
-        .expect("POST through the gateway");
-    assert_eq!(resp.status(), 200, "the primary answers 200");
-    let _ = resp.bytes().await;
+    let (_primary, shadow, gw, port) =
+        pair("  - {name: expect, cluster: primary, mirror: [{cluster: shadow, timeout: 1s}]}\n");
+    let req = http_client().post(url(port, "/expect"));
+    let req = req.header("expect", "100-continue").body(vec![b'e'; 4000]);
+    send_200(req, "POST with Expect: 100-continue (the primary answers)").await;
     // The copy's timeout is 1 s: by 3 s it must be counted one way or another.
     let m = wait_metrics(&gw, Duration::from_secs(3), |m| {
         mirrored(m, "expect", "sent") + mirrored(m, "expect", "error") >= 1
@@ -933,12 +901,8 @@ async fn an_expect_100_continue_request_is_mirrored_and_counted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_mib_copies_of_piecemeal_uploads_arrive_intact() {
     const N: usize = 4;
-    let primary = Upstream::named("primary");
-    let shadow = Upstream::named("shadow");
-    let (gw, port) = start(
-        &[("primary", primary.address()), ("shadow", shadow.address())],
-        "  - {name: pieces, cluster: primary, mirror: [{cluster: shadow}]}\n",
-    );
+    let (_primary, shadow, gw, port) =
+        pair("  - {name: pieces, cluster: primary, mirror: [{cluster: shadow}]}\n");
     // Chunked uploads written in 4 KiB pieces (as many clients stream), one
     // at a time, well within the default max_body_bytes (1 MiB).
     let mut want = Vec::new();
@@ -947,23 +911,12 @@ async fn one_mib_copies_of_piecemeal_uploads_arrive_intact() {
         want.push((format!("/pieces/{i}"), MIB as u64, sha256_hex(&data)));
         let pieces: Vec<Result<Vec<u8>, std::io::Error>> =
             data.chunks(4096).map(|p| Ok(p.to_vec())).collect();
-        let resp = http_client()
-            .post(url(port, &format!("/pieces/{i}")))
-            .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
-                pieces,
-            )))
-            .send()
-            .await
-            .expect("upload through the gateway");
-        assert_eq!(resp.status(), 200, "the primary answers upload {i}");
-        let _ = resp.bytes().await;
+        let body = reqwest::Body::wrap_stream(futures_util::stream::iter(pieces));
+        let req = http_client().post(url(port, &format!("/pieces/{i}")));
+        send_200(req.body(body), &format!("the primary answers upload {i}")).await;
     }
     let m = wait_metrics(&gw, Duration::from_secs(5), |m| {
-        ["sent", "dropped", "error", "too_large"]
-            .iter()
-            .map(|r| mirrored(m, "pieces", r))
-            .sum::<u64>()
-            >= N as u64
+        counted(m, "pieces") >= N as u64
     })
     .await;
     let got: Vec<_> = want

@@ -93,6 +93,25 @@ async fn get(client: &reqwest::Client, port: u16, path: &str, headers: &[(&str, 
     seen(resp).await
 }
 
+/// `n` sequential [`get`]s.
+async fn get_n(
+    client: &reqwest::Client,
+    port: u16,
+    path: &str,
+    headers: &[(&str, &str)],
+    n: usize,
+) -> Vec<Seen> {
+    let mut v = Vec::new();
+    for _ in 0..n {
+        v.push(get(client, port, path, headers).await);
+    }
+    v
+}
+
+fn codes(seen: &[Seen]) -> Vec<u16> {
+    seen.iter().map(|s| s.status).collect()
+}
+
 /// Parses a one-item Structured Field List whose item is the sf-string
 /// `"<name>"` followed by integer parameters (`;q=50;w=1`), as
 /// draft-ietf-httpapi-ratelimit-headers writes `RateLimit-Policy` and
@@ -211,6 +230,18 @@ struct Tally {
 }
 
 impl Tally {
+    /// Asserts only 200 and 429 answers, all with correct rate-limit
+    /// headers and 429 bodies; `who` names the clients.
+    fn assert_clean(&self, who: &str) {
+        assert!(
+            self.other.is_empty() && self.problem_count == 0,
+            "{who}: expected only 200/429 with correct headers and 429 bodies, got other {:?}, {} problems, first: {:#?}",
+            self.other,
+            self.problem_count,
+            self.problems
+        );
+    }
+
     fn problem(&mut self, p: String) {
         self.problem_count += 1;
         if self.problems.len() < 10 {
@@ -318,18 +349,7 @@ async fn local_rule_allows_rate_times_time_plus_burst_with_correct_headers() {
         t.other,
         (t.ok + t.limited) as f64 / elapsed.as_secs_f64()
     );
-    assert!(
-        t.other.is_empty(),
-        "expected only 200 and 429 answers, got also {:?}; first problems: {:?}",
-        t.other,
-        t.problems
-    );
-    assert!(
-        t.problem_count == 0,
-        "expected every response to carry correct rate-limit headers and 429 bodies, got {} problems, first: {:#?}",
-        t.problem_count,
-        t.problems
-    );
+    t.assert_clean("local rule");
     assert!(
         within(t.ok, want, 10.0),
         "expected 50/s x 4 s + burst 10 = {want} allowed (+-10%), got {} allowed ({} limited, measured window {elapsed:?})",
@@ -366,25 +386,9 @@ async fn keys_are_isolated_and_requests_without_the_key_are_not_limited() {
         None,
     );
     let client = http_client();
-    let statuses = |who: &'static str, n: usize| {
-        let client = client.clone();
-        async move {
-            let mut v = Vec::new();
-            for _ in 0..n {
-                let h: Vec<(&str, &str)> = if who.is_empty() {
-                    vec![]
-                } else {
-                    vec![("x-user", who)]
-                };
-                v.push(get(&client, port, "/", &h).await);
-            }
-            v
-        }
-    };
-    let a = statuses("alice", 5).await;
-    let a_codes: Vec<u16> = a.iter().map(|s| s.status).collect();
+    let a = get_n(&client, port, "/", &[("x-user", "alice")], 5).await;
     assert_eq!(
-        a_codes,
+        codes(&a),
         [200, 200, 200, 429, 429],
         "expected user alice to get her burst of 3 then 429"
     );
@@ -395,14 +399,13 @@ async fn keys_are_isolated_and_requests_without_the_key_are_not_limited() {
             "expected correct headers for alice, got {p:?}"
         );
     }
-    let b = statuses("bob", 4).await;
-    let b_codes: Vec<u16> = b.iter().map(|s| s.status).collect();
+    let b = get_n(&client, port, "/", &[("x-user", "bob")], 4).await;
     assert_eq!(
-        b_codes,
+        codes(&b),
         [200, 200, 200, 429],
         "expected alice's exhausted bucket not to limit bob: bob gets his own burst of 3"
     );
-    let anon = statuses("", 10).await;
+    let anon = get_n(&client, port, "/", &[], 10).await;
     for (i, s) in anon.iter().enumerate() {
         assert_eq!(
             (s.status, &s.ratelimit, &s.policy),
@@ -472,11 +475,11 @@ async fn reload_keeps_buckets_of_unchanged_rules_and_resets_changed_ones() {
     let gw = yaml(Gateway::builder(), "v1", "1/m").start();
     let port = gw.port();
     let client = http_client();
-    let mut codes = Vec::new();
-    for _ in 0..4 {
-        codes.push(get(&client, port, "/", &[]).await.status);
-    }
-    assert_eq!(codes, [200, 200, 200, 429], "expected burst 3 then 429");
+    assert_eq!(
+        codes(&get_n(&client, port, "/", &[], 4).await),
+        [200, 200, 200, 429],
+        "expected burst 3 then 429"
+    );
 
     // An unrelated route changes: the rule's bucket must be kept.
     gw.rewrite(yaml(gw.same_ports(), "v2", "1/m"));
@@ -569,14 +572,7 @@ async fn fleet_rule_is_one_quota_across_two_gateways() {
         tallies[0].ok, tallies[0].limited, tallies[1].ok, tallies[1].limited
     );
     for (i, t) in tallies.iter().enumerate() {
-        assert!(
-            t.other.is_empty() && t.problem_count == 0,
-            "gateway {}: expected only 200/429 with correct headers, got other {:?}, {} problems, first: {:#?}",
-            i + 1,
-            t.other,
-            t.problem_count,
-            t.problems
-        );
+        t.assert_clean(&format!("gateway {}", i + 1));
         assert!(
             t.ok > 0 && t.limited > 0,
             "gateway {}: expected both allowed and limited requests, got {} allowed, {} limited",
@@ -821,7 +817,8 @@ fn rss_bytes(pid: u32) -> u64 {
         .unwrap_or_else(|| panic!("no VmRSS in /proc/{pid}/status"))
 }
 
-/// Outcome of [`flood`].
+/// Outcome of [`flood`] (and of each of its tasks).
+#[derive(Default)]
 struct Flood {
     sent: u64,
     ok: u64,
@@ -840,15 +837,6 @@ enum Proto {
     /// `conns` HTTP/2 connections (h2c prior knowledge, reqwest) with
     /// `streams` requests in flight on each.
     H2c { conns: usize, streams: usize },
-}
-
-/// Per-task counts of a flood.
-#[derive(Default)]
-struct FloodPart {
-    sent: u64,
-    ok: u64,
-    other: BTreeMap<u16, u64>,
-    errors: u64,
 }
 
 /// One raw HTTP/1.1 keep-alive exchange: `GET /flood` with `x-client`;
@@ -904,7 +892,7 @@ async fn flood(port: u16, prefix: &str, n: u64, proto: Proto, limit: Duration) -
             for _ in 0..conns {
                 let (next, prefix) = (next.clone(), prefix.to_string());
                 tasks.push(tokio::spawn(async move {
-                    let mut part = FloodPart::default();
+                    let mut part = Flood::default();
                     let mut conn = None;
                     while let Some(i) = take(&next) {
                         part.sent += 1;
@@ -945,7 +933,7 @@ async fn flood(port: u16, prefix: &str, n: u64, proto: Proto, limit: Duration) -
                 for _ in 0..streams {
                     let (client, next, prefix) = (client.clone(), next.clone(), prefix.to_string());
                     tasks.push(tokio::spawn(async move {
-                        let mut part = FloodPart::default();
+                        let mut part = Flood::default();
                         let target = url(port, "/flood");
                         while let Some(i) = take(&next) {
                             part.sent += 1;
@@ -973,13 +961,7 @@ async fn flood(port: u16, prefix: &str, n: u64, proto: Proto, limit: Duration) -
             }
         }
     }
-    let mut f = Flood {
-        sent: 0,
-        ok: 0,
-        other: BTreeMap::new(),
-        errors: 0,
-        elapsed: Duration::ZERO,
-    };
+    let mut f = Flood::default();
     for t in tasks {
         let part = t.await.expect("flood task");
         f.sent += part.sent;
@@ -1104,17 +1086,9 @@ async fn memory_bound(
         "expected one allowed decision per request"
     );
     // The rule still works after the flood: one key, burst 10, then 429.
-    let client = http_client();
-    let mut codes = Vec::new();
-    for _ in 0..11 {
-        codes.push(
-            get(&client, port, "/flood", &[("x-client", "after")])
-                .await
-                .status,
-        );
-    }
+    let after = get_n(&http_client(), port, "/flood", &[("x-client", "after")], 11).await;
     assert_eq!(
-        codes,
+        codes(&after),
         [vec![200; 10], vec![429]].concat(),
         "expected the rule to still enforce burst 10 after the flood"
     );
@@ -1198,29 +1172,20 @@ async fn direct_response_routes_carry_ratelimit_headers() {
     let port = gw.port();
     let client = http_client();
     for expected_remaining in [1, 0] {
-        let r = client.get(url(port, "/")).send().await.expect("request");
-        assert_eq!(r.status(), 200);
-        let policy = r
-            .headers()
-            .get("ratelimit-policy")
-            .map(|v| v.to_str().unwrap_or("").to_string());
+        let s = get(&client, port, "/", &[]).await;
+        assert_eq!(s.status, 200);
         assert_eq!(
-            policy.as_deref(),
+            s.policy.as_deref(),
             Some("\"per-client\";q=1;w=3600"),
             "policy header on an allowed direct response"
         );
-        let limit = r
-            .headers()
-            .get("ratelimit")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string();
+        let limit = s.ratelimit.unwrap_or_default();
         assert!(
             limit.contains(&format!(";r={expected_remaining};")),
             "remaining {expected_remaining} in `{limit}`"
         );
     }
-    let r = client.get(url(port, "/")).send().await.expect("request");
-    assert_eq!(r.status(), 429);
-    assert!(r.headers().contains_key("retry-after"));
+    let s = get(&client, port, "/", &[]).await;
+    assert_eq!(s.status, 429);
+    assert!(s.retry_after.is_some());
 }

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use gateway_tests::{http_client, tpl, url, Gateway, Reply, Upstream};
+use gateway_tests::{fire, http_client, three_sigma, tpl, url, Gateway, Reply, Upstream};
 use reqwest::header::HeaderMap;
 use serde_json::Value;
 
@@ -46,6 +46,20 @@ fn assert_no_route(got: &Got, what: &str) {
         (got.status, got.body.as_str()),
         (404, "no route matched\n"),
         "expected 404 `no route matched` for {what}"
+    );
+}
+
+/// Asserts that `got` is the echo of `path` unchanged when `routed`, else
+/// the 404 of no route; `what` names the request.
+fn assert_routed(got: &Got, routed: bool, path: &str, what: &str) {
+    if !routed {
+        return assert_no_route(got, what);
+    }
+    assert_eq!(got.status, 200, "expected {what} to be routed");
+    assert_eq!(
+        got.echo()["path"],
+        path,
+        "upstream should see the path `{path}` unchanged ({what})"
     );
 }
 
@@ -145,21 +159,13 @@ routes:
         ("/", None),
     ] {
         let got = send(client.get(url(port, path))).await;
-        match want {
-            Some(up) => {
-                assert_eq!(got.status, 200, "path `{path}` should be routed to `{up}`");
-                assert_eq!(
-                    got.upstream(),
-                    Some(up),
-                    "path `{path}` should go to `{up}`"
-                );
-                assert_eq!(
-                    got.echo()["path"],
-                    path,
-                    "upstream should see the path `{path}` unchanged"
-                );
-            }
-            None => assert_no_route(&got, &format!("path `{path}`")),
+        assert_routed(&got, want.is_some(), path, &format!("path `{path}`"));
+        if let Some(up) = want {
+            assert_eq!(
+                got.upstream(),
+                Some(up),
+                "path `{path}` should go to `{up}`"
+            );
         }
     }
 }
@@ -231,14 +237,8 @@ routes:
         for (k, v) in *headers {
             req = req.header(*k, *v);
         }
-        let got = send(req).await;
         let what = format!("GET {path} with headers {headers:?}");
-        if *routed {
-            assert_eq!(got.status, 200, "expected a match for {what}");
-            assert_eq!(got.echo()["path"], *path, "upstream path for {what}");
-        } else {
-            assert_no_route(&got, &what);
-        }
+        assert_routed(&send(req).await, *routed, path, &what);
     }
 
     // Query parameters: (path and query, should match).
@@ -259,19 +259,7 @@ routes:
         ("/q/regex?w=123", false),
     ] {
         let got = send(client.get(url(port, pq))).await;
-        if routed {
-            assert_eq!(
-                got.status, 200,
-                "expected `{pq}` to match its query condition"
-            );
-            assert_eq!(
-                got.echo()["path"],
-                pq,
-                "upstream should see `{pq}` unchanged"
-            );
-        } else {
-            assert_no_route(&got, &format!("`{pq}`"));
-        }
+        assert_routed(&got, routed, pq, &format!("`{pq}` (query condition)"));
     }
 }
 
@@ -552,34 +540,12 @@ routes:
         .start();
     let port = gw.port();
     const N: usize = 2000;
-    const WORKERS: usize = 8;
-    let client = http_client();
-    let mut tasks = Vec::new();
-    for w in 0..WORKERS {
-        let client = client.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut small_hits = 0usize;
-            for i in (w..N).step_by(WORKERS) {
-                let resp = client
-                    .get(url(port, &format!("/split/{i}")))
-                    .send()
-                    .await
-                    .expect("request");
-                assert_eq!(resp.status(), 200, "every split request should succeed");
-                let up = resp.headers()["x-upstream"]
-                    .to_str()
-                    .unwrap_or("")
-                    .to_string();
-                assert!(up == "big" || up == "small", "unexpected upstream `{up}`");
-                small_hits += usize::from(up == "small");
-            }
-            small_hits
-        }));
-    }
-    let mut small_hits = 0;
-    for t in tasks {
-        small_hits += t.await.expect("worker");
-    }
+    let seen = fire(port, "/split/", N, 8).await;
+    let small_hits = seen.get("small").copied().unwrap_or(0);
+    assert!(
+        seen.keys().all(|up| up == "big" || up == "small"),
+        "unexpected upstream among {seen:?}"
+    );
     assert_eq!(
         big.count() + small.count(),
         N as u64,
@@ -587,16 +553,13 @@ routes:
     );
     assert_eq!(
         small.count(),
-        small_hits as u64,
+        small_hits,
         "response headers agree with counts"
     );
-    let p = 0.1;
-    let mean = N as f64 * p;
-    let sigma = (N as f64 * p * (1.0 - p)).sqrt();
+    let (mean, bound) = three_sigma(N as u64, 0.1);
     let got = small_hits as f64;
     assert!(
-        (got - mean).abs() <= 3.0 * sigma,
-        "the weight-10 backend got {small_hits} of {N}; expected {mean} +/- {:.1} (3 sigma)",
-        3.0 * sigma
+        (got - mean).abs() <= bound,
+        "the weight-10 backend got {small_hits} of {N}; expected {mean} +/- {bound:.1} (3 sigma)"
     );
 }

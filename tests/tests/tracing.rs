@@ -82,6 +82,27 @@ fn of_trace(spans: &[ReceivedSpan], trace_id: &str) -> Vec<ReceivedSpan> {
         .collect()
 }
 
+/// Asserts that `gw`'s access log gets one `path` line, with `trace_id`.
+fn assert_logged_trace(gw: &Gateway, path: &str, trace_id: &str, whose: &str) {
+    let lines = gw.wait_access_log(1, Duration::from_secs(5), |l| l["path"] == path);
+    let got: Vec<&Value> = lines.iter().map(|l| &l["trace_id"]).collect();
+    assert_eq!(
+        got,
+        vec![&Value::String(trace_id.to_string())],
+        "{whose} access log: expected one {path} line with trace_id {trace_id}"
+    );
+}
+
+/// `GET path` on `port` with `headers`, asserting a 200.
+async fn get_ok(client: &reqwest::Client, port: u16, path: &str, headers: &[(&str, String)]) {
+    let mut req = client.get(url(port, path));
+    for (k, v) in headers {
+        req = req.header(*k, v);
+    }
+    let resp = req.send().await.expect("request");
+    assert_eq!(resp.status(), 200, "GET {path} with {headers:?}");
+}
+
 /// The single span matching `pred` (panics with all spans otherwise).
 fn one<'a>(
     spans: &'a [ReceivedSpan],
@@ -104,15 +125,10 @@ fn tracing_block(otlp: &str, ratio: &str, extra: &str) -> String {
 }
 
 /// A gateway named `name` with one listener, cluster `c` of `endpoint` and
-/// one catch-all route `route` (with `route_extra`, e.g. retries), plus the
-/// `telemetry` line (empty for none). Returns it and its traffic port.
-fn start_gateway(
-    name: &str,
-    endpoint: &str,
-    route: &str,
-    route_extra: &str,
-    telemetry: &str,
-) -> (Gateway, u16) {
+/// one catch-all route: `route` is its name, optionally followed by more of
+/// its keys (`name, retries: {...}`); plus the `telemetry` line (empty for
+/// none). Returns it and its traffic port.
+fn start_gateway(name: &str, endpoint: &str, route: &str, telemetry: &str) -> (Gateway, u16) {
     let gw = Gateway::builder()
         .yaml(&tpl(
             r#"
@@ -120,14 +136,13 @@ gateway: {name: ${name}}
 clusters:
   - {name: c, connect_timeout: 1s, endpoints: [{address: "${endpoint}"}]}
 routes:
-  - {name: ${route}, cluster: c${route_extra}}
+  - {name: ${route}, cluster: c}
 ${telemetry}
 "#,
             &[
                 ("name", &name),
                 ("endpoint", &endpoint),
                 ("route", &route),
-                ("route_extra", &route_extra),
                 ("telemetry", &telemetry),
             ],
         ))
@@ -151,14 +166,12 @@ async fn two_gateways_one_trace_with_parent_links() {
         "gw-b",
         &app.address(),
         "b-route",
-        "",
         &tracing_block(&recv.endpoint(), "1.0", ""),
     );
     let (gw_a, a_port) = start_gateway(
         "gw-a",
         &format!("127.0.0.1:{b_port}"),
         "a-route",
-        "",
         &tracing_block(&recv.endpoint(), "1.0", ", service_name: edge-a"),
     );
 
@@ -199,17 +212,16 @@ async fn two_gateways_one_trace_with_parent_links() {
         show_spans(&spans),
         recv.rejected()
     );
-    let a_server = one(&trace, "SERVER span of edge-a", |s| {
-        s.kind == SpanKind::Server && s.service_name.as_deref() == Some("edge-a")
-    });
-    let a_attempt = one(&trace, "CLIENT span of edge-a", |s| {
-        s.kind == SpanKind::Client && s.service_name.as_deref() == Some("edge-a")
-    });
-    let b_server = one(&trace, "SERVER span of gw-b", |s| {
-        s.kind == SpanKind::Server && s.service_name.as_deref() == Some("gw-b")
-    });
-    let b_attempt = one(&trace, "CLIENT span of gw-b", |s| {
-        s.kind == SpanKind::Client && s.service_name.as_deref() == Some("gw-b")
+    let [a_server, a_attempt, b_server, b_attempt] = [
+        (SpanKind::Server, "edge-a"),
+        (SpanKind::Client, "edge-a"),
+        (SpanKind::Server, "gw-b"),
+        (SpanKind::Client, "gw-b"),
+    ]
+    .map(|(kind, service)| {
+        one(&trace, &format!("{kind:?} span of {service}"), |s| {
+            s.kind == kind && s.service_name.as_deref() == Some(service)
+        })
     });
     let all = show_spans(&trace);
     assert_eq!(
@@ -267,15 +279,8 @@ async fn two_gateways_one_trace_with_parent_links() {
     );
     eprintln!("two-gateway trace:\n{all}");
     // Both access logs carry the trace id.
-    for (gw, name) in [(&gw_a, "A"), (&gw_b, "B")] {
-        let lines = gw.wait_access_log(1, Duration::from_secs(5), |l| l["path"] == "/chain");
-        let got: Vec<&Value> = lines.iter().map(|l| &l["trace_id"]).collect();
-        assert_eq!(
-            got,
-            vec![&Value::String(up.trace_id.clone())],
-            "{name}'s access log: expected one /chain line with trace_id {}",
-            up.trace_id
-        );
+    for (gw, name) in [(&gw_a, "A's"), (&gw_b, "B's")] {
+        assert_logged_trace(gw, "/chain", &up.trace_id, name);
     }
 }
 
@@ -287,8 +292,7 @@ async fn retries_make_one_attempt_span_per_try() {
     let (gw, _) = start_gateway(
         "gw-retry",
         &up.address(),
-        "retried",
-        ", retries: {attempts: 3, on: [connect-failure, 503]}",
+        "retried, retries: {attempts: 3, on: [connect-failure, 503]}",
         &tracing_block(&recv.endpoint(), "1.0", ""),
     );
     let resp = gw.get("/again").await;
@@ -383,20 +387,14 @@ async fn incoming_traceparent_is_continued() {
         "gw-continue",
         &app.address(),
         "cont",
-        "",
         &tracing_block(&recv.endpoint(), "1.0", ""),
     );
     let client = http_client();
 
     // First an unsampled caller: its trace goes on, but is not recorded.
     let (quiet_trace, quiet_parent) = (random_hex(32), random_hex(16));
-    let resp = client
-        .get(url(port, "/unsampled"))
-        .header("traceparent", format!("00-{quiet_trace}-{quiet_parent}-00"))
-        .send()
-        .await
-        .expect("request");
-    assert_eq!(resp.status(), 200);
+    let tp = format!("00-{quiet_trace}-{quiet_parent}-00");
+    get_ok(&client, port, "/unsampled", &[("traceparent", tp)]).await;
     let quiet = upstream_traceparent(&app, 0);
     assert_eq!(
         (quiet.trace_id.as_str(), quiet.flags.as_str()),
@@ -410,13 +408,8 @@ async fn incoming_traceparent_is_continued() {
 
     // A malformed traceparent (uppercase hex) is not continued: a new trace.
     let bad_trace = "4BF92F3577B34DA6A3CE929D0E0E4736";
-    let resp = client
-        .get(url(port, "/malformed"))
-        .header("traceparent", format!("00-{bad_trace}-00F067AA0BA902B7-01"))
-        .send()
-        .await
-        .expect("request");
-    assert_eq!(resp.status(), 200);
+    let tp = format!("00-{bad_trace}-00F067AA0BA902B7-01");
+    get_ok(&client, port, "/malformed", &[("traceparent", tp)]).await;
     let fresh = upstream_traceparent(&app, 1);
     assert_ne!(
         fresh.trace_id,
@@ -426,14 +419,9 @@ async fn incoming_traceparent_is_continued() {
 
     // Then a sampled caller with vendor state.
     let (trace_id, parent_id) = (random_hex(32), random_hex(16));
-    let resp = client
-        .get(url(port, "/sampled"))
-        .header("traceparent", format!("00-{trace_id}-{parent_id}-01"))
-        .header("tracestate", "vendor1=abc,vendor2=xyz")
-        .send()
-        .await
-        .expect("request");
-    assert_eq!(resp.status(), 200);
+    let tp = format!("00-{trace_id}-{parent_id}-01");
+    let state = ("tracestate", "vendor1=abc,vendor2=xyz".to_string());
+    get_ok(&client, port, "/sampled", &[("traceparent", tp), state]).await;
     let up = upstream_traceparent(&app, 2);
     assert_eq!(
         (up.trace_id.as_str(), up.flags.as_str()),
@@ -490,13 +478,7 @@ async fn incoming_traceparent_is_continued() {
     );
 
     for (path, want) in [("/sampled", &trace_id), ("/unsampled", &quiet_trace)] {
-        let lines = gw.wait_access_log(1, Duration::from_secs(5), |l| l["path"] == path);
-        let got: Vec<&Value> = lines.iter().map(|l| &l["trace_id"]).collect();
-        assert_eq!(
-            got,
-            vec![&Value::String(want.clone())],
-            "access log of {path}: expected trace_id {want}"
-        );
+        assert_logged_trace(&gw, path, want, "the");
     }
 }
 
@@ -511,17 +493,11 @@ async fn ratio_zero_exports_nothing_but_propagates() {
         "gw-ratio0",
         &app.address(),
         "r0",
-        "",
         &tracing_block(&recv.endpoint(), "0", ""),
     );
     let client = http_client();
     for i in 0..N {
-        let resp = client
-            .get(url(port, &format!("/r0/{i}")))
-            .send()
-            .await
-            .expect("request");
-        assert_eq!(resp.status(), 200, "request {i}");
+        get_ok(&client, port, &format!("/r0/{i}"), &[]).await;
     }
     let mut traces = BTreeSet::new();
     for seq in 0..N {
@@ -567,13 +543,8 @@ async fn ratio_zero_exports_nothing_but_propagates() {
 
     // Parent-based: a sampled caller is recorded even at ratio 0.
     let (trace_id, parent_id) = (random_hex(32), random_hex(16));
-    let resp = client
-        .get(url(port, "/r0/sampled"))
-        .header("traceparent", format!("00-{trace_id}-{parent_id}-01"))
-        .send()
-        .await
-        .expect("request");
-    assert_eq!(resp.status(), 200);
+    let tp = format!("00-{trace_id}-{parent_id}-01");
+    get_ok(&client, port, "/r0/sampled", &[("traceparent", tp)]).await;
     let spans = recv
         .wait_for(|s| of_trace(s, &trace_id).len() >= 2, SPAN_WAIT)
         .await;
@@ -603,19 +574,17 @@ async fn dead_or_stalled_collector_changes_nothing() {
     // Accepts connections (kernel backlog) but never reads or answers.
     let stalled = std::net::TcpListener::bind("127.0.0.1:0").expect("bind stalled collector");
     let stalled_url = format!("http://{}", stalled.local_addr().expect("addr"));
-    let (_plain, plain_port) = start_gateway("gw-plain", &app.address(), "lat", "", "");
+    let (_plain, plain_port) = start_gateway("gw-plain", &app.address(), "lat", "");
     let (dead_gw, dead_port) = start_gateway(
         "gw-dead",
         &app.address(),
         "lat",
-        "",
         &tracing_block(&dead, "1.0", ""),
     );
     let (stall_gw, stall_port) = start_gateway(
         "gw-stalled",
         &app.address(),
         "lat",
-        "",
         &tracing_block(
             &stalled_url,
             "1.0",

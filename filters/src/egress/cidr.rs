@@ -1,12 +1,8 @@
 //! [`Cidr`]: an IPv4 or IPv6 network written `a.b.c.d/n` or `x::/n`.
 
-use std::borrow::Cow;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
-
-use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
-use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
 
 /// An IP network: an address with its host bits zero and a prefix length.
 ///
@@ -141,30 +137,11 @@ impl fmt::Display for Cidr {
     }
 }
 
-impl<'de> Deserialize<'de> for Cidr {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(de::Error::custom)
-    }
-}
-
-impl Serialize for Cidr {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl JsonSchema for Cidr {
-    fn schema_name() -> Cow<'static, str> {
-        "EgressCidr".into()
-    }
-    fn json_schema(_: &mut SchemaGenerator) -> Schema {
-        json_schema!({
-            "type": "string",
-            "description": "An IP network such as `10.0.0.0/8` or `fd00::/8`, or one address."
-        })
-    }
-}
+crate::config_string!(
+    Cidr,
+    "EgressCidr",
+    "An IP network such as `10.0.0.0/8` or `fd00::/8`, or one address."
+);
 
 #[cfg(test)]
 mod tests {

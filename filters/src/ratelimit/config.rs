@@ -169,31 +169,12 @@ impl fmt::Display for KeySource {
     }
 }
 
-impl<'de> Deserialize<'de> for KeySource {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(de::Error::custom)
-    }
-}
-
-impl Serialize for KeySource {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl JsonSchema for KeySource {
-    fn schema_name() -> Cow<'static, str> {
-        "RateLimitKeySource".into()
-    }
-    fn json_schema(_: &mut SchemaGenerator) -> Schema {
-        json_schema!({
-            "type": "string",
-            "pattern": "^(client_ip|principal|route|header:[!#$%&'*+.^_`|~0-9A-Za-z-]+|jwt:.+)$",
-            "description": "`client_ip`, `header:<name>`, `jwt:<claim>`, `principal` or `route`."
-        })
-    }
-}
+crate::config_string!(
+    KeySource,
+    "RateLimitKeySource",
+    pattern: "^(client_ip|principal|route|header:[!#$%&'*+.^_`|~0-9A-Za-z-]+|jwt:.+)$",
+    "`client_ip`, `header:<name>`, `jwt:<claim>`, `principal` or `route`."
+);
 
 /// A rule's key: one source or several combined.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -337,28 +318,9 @@ impl fmt::Display for Rate {
     }
 }
 
-impl<'de> Deserialize<'de> for Rate {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(de::Error::custom)
-    }
-}
-
-impl Serialize for Rate {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl JsonSchema for Rate {
-    fn schema_name() -> Cow<'static, str> {
-        "RateLimitRate".into()
-    }
-    fn json_schema(_: &mut SchemaGenerator) -> Schema {
-        json_schema!({
-            "type": "string",
-            "pattern": "^[0-9]+/(s|m|h)$",
-            "description": "A rate such as `100/s`, `1000/m` or `5000/h`."
-        })
-    }
-}
+crate::config_string!(
+    Rate,
+    "RateLimitRate",
+    pattern: "^[0-9]+/(s|m|h)$",
+    "A rate such as `100/s`, `1000/m` or `5000/h`."
+);

@@ -62,13 +62,9 @@ fn count(metrics: Option<&EgressMetrics>, outcome: Outcome, rule: &str) {
             .egress_requests
             .with_label_values(&[outcome.as_str(), rule])
     };
-    let i = match outcome {
-        Outcome::Allow => 0,
-        Outcome::Deny => 1,
-        Outcome::AuditDeny => 2,
-    };
+    // One slot per outcome, in the order `Outcome` declares them.
     match slots {
-        Some(s) => s[i].get_or_init(resolve).inc(),
+        Some(s) => s[outcome as usize].get_or_init(resolve).inc(),
         None => resolve().inc(),
     }
 }
@@ -96,41 +92,27 @@ pub struct Audit<'a> {
     pub started: Instant,
 }
 
-/// One audit line.
-struct Line<'a> {
-    caller: &'a Caller,
-    target: Option<&'a Target>,
-    outcome: Outcome,
-    rule: &'a str,
-    reason: Option<String>,
-    done: Done,
-}
-
 impl Audit<'_> {
     /// Answers `refusal` on `session` (which then closes), audits it and
-    /// counts it.
-    pub async fn refuse(&self, session: &mut HttpSession, caller: &Caller, refusal: &Refusal) {
-        let challenge = refusal.challenge().map(|c| [("proxy-authenticate", c)]);
-        let extra = challenge.as_ref().map_or(&[][..], |c| &c[..]);
-        let _ = respond(session, refusal.status(), &refusal.body(), extra).await;
-        self.refused(caller, refusal);
-    }
-
-    /// Audits and counts a refusal the caller cannot be answered for (a
-    /// tunnel closed after its `200`).
-    pub fn refused(&self, caller: &Caller, refusal: &Refusal) {
-        self.write(Line {
-            caller,
-            target: refusal.checked().map(|c| &c.target),
-            outcome: refusal.outcome(),
-            rule: refusal.rule(),
-            reason: Some(refusal.to_string()),
-            done: Done {
-                status: refusal.status(),
-                note: refusal.note(),
-                ..Done::default()
-            },
-        });
+    /// counts it. Without a session (a tunnel closed after its `200`, the
+    /// caller cannot be answered any more) it is only audited and counted.
+    pub async fn refuse(
+        &self,
+        session: Option<&mut HttpSession>,
+        caller: &Caller,
+        refusal: &Refusal,
+    ) {
+        let (status, body, note) = refusal.answer();
+        if let Some(session) = session {
+            let _ = respond(session, status, &body, refusal.challenge()).await;
+        }
+        let checked = refusal.checked().map(|c| (&c.target, &c.decision));
+        let done = Done {
+            status,
+            note,
+            ..Done::default()
+        };
+        self.write(caller, checked, Some(refusal.to_string()), done);
     }
 
     /// Audits and counts an allowed exchange when it ends.
@@ -141,49 +123,56 @@ impl Audit<'_> {
         decision: &EgressDecision,
         done: Done,
     ) {
-        self.write(Line {
-            caller,
-            target: Some(target),
-            outcome: decision.outcome(),
-            rule: decision.rule.as_deref().unwrap_or("none"),
-            reason: decision.denial().map(ToString::to_string),
-            done,
-        });
+        let reason = decision.denial().map(ToString::to_string);
+        self.write(caller, Some((target, decision)), reason, done);
     }
 
-    fn write(&self, l: Line<'_>) {
-        count(self.metrics, l.outcome, l.rule);
+    /// One audit line, with the counters: `decision` and `rule` are the
+    /// verdict's, `deny` and `none` before the rules saw the request.
+    fn write(
+        &self,
+        caller: &Caller,
+        checked: Option<(&Target, &EgressDecision)>,
+        reason: Option<String>,
+        done: Done,
+    ) {
+        let target = checked.map(|(t, _)| t);
+        let outcome = checked.map_or(Outcome::Deny, |(_, d)| d.outcome());
+        let rule = checked
+            .and_then(|(_, d)| d.rule.as_deref())
+            .unwrap_or("none");
+        count(self.metrics, outcome, rule);
         let [up, down] = &*BYTES;
-        up.inc_by(l.done.bytes_up);
-        down.inc_by(l.done.bytes_down);
-        if let Some(t) = l.target {
+        up.inc_by(done.bytes_up);
+        down.inc_by(done.bytes_down);
+        if let Some(t) = target {
             super::observed().record(
-                l.caller.principals().first().map(String::as_str),
+                caller.principals().first().map(String::as_str),
                 &t.host,
                 t.port,
-                l.outcome,
+                outcome,
             );
         }
         let line = serde_json::json!({
             "kind": "egress",
             "ts": humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
             "listener": self.listener,
-            "client": l.caller.client_ip.map(|ip| ip.to_string()),
-            "principal": l.caller.principal(),
-            "method": l.target.map(|t| match t.kind {
+            "client": caller.client_ip.map(|ip| ip.to_string()),
+            "principal": caller.principal(),
+            "method": target.map(|t| match t.kind {
                 RequestKind::Connect => "CONNECT",
                 RequestKind::PlainHttp => "HTTP",
             }),
-            "host": l.target.map(|t| t.host.as_str()),
-            "port": l.target.map(|t| t.port),
-            "decision": l.outcome.as_str(),
-            "rule": l.rule,
-            "reason": l.reason,
-            "status": l.done.status,
-            "bytes_up": l.done.bytes_up,
-            "bytes_down": l.done.bytes_down,
+            "host": target.map(|t| t.host.as_str()),
+            "port": target.map(|t| t.port),
+            "decision": outcome.as_str(),
+            "rule": rule,
+            "reason": reason,
+            "status": done.status,
+            "bytes_up": done.bytes_up,
+            "bytes_down": done.bytes_down,
             "duration_ms": self.started.elapsed().as_secs_f64() * 1000.0,
-            "note": l.done.note,
+            "note": done.note,
         });
         crate::access_log::append(|buf| {
             let _ = serde_json::to_writer(buf, &line);
@@ -191,12 +180,13 @@ impl Audit<'_> {
     }
 }
 
-/// Writes a complete short response and closes the exchange.
+/// Writes a complete short response (with a 407's `Proxy-Authenticate`
+/// challenge) and closes the exchange.
 pub async fn respond(
     session: &mut HttpSession,
     status: u16,
     body: &str,
-    extra: &[(&str, &str)],
+    challenge: Option<&str>,
 ) -> pingora::Result<()> {
     let mut resp = ResponseHeader::build(status, Some(4))?;
     resp.insert_header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")?;
@@ -205,8 +195,8 @@ pub async fn respond(
     if status == 403 || status == 407 {
         resp.insert_header("x-gateway-egress-decision", "deny")?;
     }
-    for (n, v) in extra {
-        resp.insert_header(n.to_string(), v.to_string())?;
+    if let Some(c) = challenge {
+        resp.insert_header("proxy-authenticate", c.to_string())?;
     }
     session.set_server_keepalive(None);
     session.write_response_header(Box::new(resp)).await?;

@@ -5,8 +5,8 @@
 
 use std::net::{IpAddr, SocketAddr};
 
+use filters::egress::RequestKind;
 use filters::egress::{ssrf, CompiledEgress, DenyReason, EgressDecision, EgressRequest};
-use filters::egress::{Outcome, RequestKind};
 use pingora::protocols::http::v1::server::HttpSession;
 
 use super::caller::{self, Caller, ProxyAuthRefusal};
@@ -67,12 +67,11 @@ pub enum TargetError {
     InvalidHost(String),
 }
 
-/// Every way an egress request is refused. Each variant knows the status
-/// the caller gets ([`status`](Refusal::status)), the body
-/// ([`body`](Refusal::body)), and what the audit line and
-/// `gateway_egress_requests_total` say ([`outcome`](Refusal::outcome),
-/// [`rule`](Refusal::rule), [`note`](Refusal::note), and the
-/// [`Display`](std::fmt::Display) text as `reason`).
+/// Every way an egress request is refused. [`Refusal::answer`] gives, per
+/// variant, the status the caller gets, the body and the audit line's
+/// `note`; [`Refusal::checked`] the verdict that the audit line's
+/// `decision` and `rule` and `gateway_egress_requests_total` come from; the
+/// [`Display`](std::fmt::Display) text is the `reason`.
 #[derive(Debug, thiserror::Error)]
 pub enum Refusal {
     /// The request could not be parsed (400).
@@ -113,75 +112,39 @@ fn denial(d: &EgressDecision) -> String {
 }
 
 impl Refusal {
-    /// The HTTP status the caller gets.
-    pub fn status(&self) -> u16 {
-        match self {
-            Refusal::Unparsable(_) | Refusal::BadTarget(_) | Refusal::BadPath(_) => 400,
-            Refusal::CertificateRevoked(_) => 403,
-            Refusal::ProxyCredentials(_) => 407,
-            Refusal::NotConfigured => 503,
-            Refusal::Denied(c) => c.decision.status.unwrap_or(403),
-            Refusal::Unresolvable(_) | Refusal::Unreachable(_) => 502,
-        }
-    }
-
-    /// The response body (short, names the reason, never a secret).
-    pub fn body(&self) -> String {
-        match self {
-            Refusal::Unparsable(_) => "bad request\n".into(),
-            Refusal::CertificateRevoked(_) => {
-                "egress denied: client certificate no longer valid\n".into()
+    /// What the caller gets and the audit line says, variant by variant:
+    /// the HTTP status, the response body (short, names the reason, never
+    /// a secret) and the short `note` of the audit line.
+    pub fn answer(&self) -> (u16, String, Option<&'static str>) {
+        use Refusal::*;
+        let (status, prefix, note) = match self {
+            Unparsable(_) => return (400, "bad request\n".into(), Some("bad_request")),
+            CertificateRevoked(_) => {
+                let body = "egress denied: client certificate no longer valid\n";
+                return (403, body.into(), Some("certificate_revoked"));
             }
-            Refusal::NotConfigured | Refusal::BadTarget(_) | Refusal::BadPath(_) => {
-                format!("{self}\n")
-            }
-            Refusal::ProxyCredentials(_) | Refusal::Denied(_) => format!("egress denied: {self}\n"),
-            Refusal::Unresolvable(_) | Refusal::Unreachable(_) => format!("egress error: {self}\n"),
-        }
+            NotConfigured => (503, "", Some("not_configured")),
+            ProxyCredentials(_) => (407, "egress denied: ", Some("invalid proxy credentials")),
+            BadTarget(_) => (400, "", Some("bad_target")),
+            BadPath(_) => (400, "", Some("bad_path")),
+            Denied(c) => (c.decision.status.unwrap_or(403), "egress denied: ", None),
+            Unresolvable(_) => (502, "egress error: ", Some("unresolvable")),
+            Unreachable(_) => (502, "egress error: ", Some("connect_failed")),
+        };
+        (status, format!("{prefix}{self}\n"), note)
     }
 
     /// The `Proxy-Authenticate` challenge of a 407.
     pub fn challenge(&self) -> Option<&str> {
         match self {
             Refusal::ProxyCredentials(r) => Some(&r.challenge),
-            Refusal::Denied(_) if self.status() == 407 => Some("Bearer"),
+            Refusal::Denied(c) if c.decision.status == Some(407) => Some("Bearer"),
             _ => None,
         }
     }
 
-    /// The `decision` of the audit line and the metric: `deny`, except for
-    /// allowed destinations that could not be reached (what the rules said).
-    pub fn outcome(&self) -> Outcome {
-        match self {
-            Refusal::Unresolvable(c) | Refusal::Unreachable(c) => c.decision.outcome(),
-            _ => Outcome::Deny,
-        }
-    }
-
-    /// The `rule` of the audit line and the metric (`none` when no rule
-    /// decided).
-    pub fn rule(&self) -> &str {
-        self.checked()
-            .and_then(|c| c.decision.rule.as_deref())
-            .unwrap_or("none")
-    }
-
-    /// The short `note` of the audit line.
-    pub fn note(&self) -> Option<&'static str> {
-        match self {
-            Refusal::Unparsable(_) => Some("bad_request"),
-            Refusal::CertificateRevoked(_) => Some("certificate_revoked"),
-            Refusal::NotConfigured => Some("not_configured"),
-            Refusal::ProxyCredentials(_) => Some("invalid proxy credentials"),
-            Refusal::BadTarget(_) => Some("bad_target"),
-            Refusal::BadPath(_) => Some("bad_path"),
-            Refusal::Denied(_) => None,
-            Refusal::Unresolvable(_) => Some("unresolvable"),
-            Refusal::Unreachable(_) => Some("connect_failed"),
-        }
-    }
-
-    /// The destination and verdict, once the rules saw the request.
+    /// The destination and verdict, once the rules saw the request: what
+    /// the audit line's `decision` (`deny` without) and `rule` come from.
     pub fn checked(&self) -> Option<&Checked> {
         match self {
             Refusal::Denied(c) | Refusal::Unresolvable(c) | Refusal::Unreachable(c) => Some(c),
@@ -336,6 +299,7 @@ async fn resolve(rules: &CompiledEgress, host: &str, port: u16) -> Option<IpAddr
 #[cfg(test)]
 mod tests {
     use super::*;
+    use filters::egress::Outcome;
 
     fn checked(decision: EgressDecision) -> Box<Checked> {
         Box::new(Checked {
@@ -457,26 +421,27 @@ mod tests {
             ),
         ];
         for (r, status, body, outcome, note, reason) in cases {
-            assert_eq!(r.status(), status, "{r:?}");
-            assert_eq!(r.body(), body, "{r:?}");
-            assert_eq!(r.outcome().as_str(), outcome, "{r:?}");
-            assert_eq!(r.note(), note, "{r:?}");
+            assert_eq!(r.answer(), (status, body.to_string(), note), "{r:?}");
+            let decision = r.checked().map_or(Outcome::Deny, |c| c.decision.outcome());
+            assert_eq!(decision.as_str(), outcome, "{r:?}");
             assert_eq!(r.to_string(), reason, "{r:?}");
         }
     }
 
     #[test]
     fn rules_name_the_rule_and_may_ask_for_credentials() {
+        let rule = |r: &Refusal| r.checked().and_then(|c| c.decision.rule.clone());
         let allowed = Refusal::Unreachable(checked(verdict(ALLOW, &[])));
-        assert_eq!(allowed.rule(), "partner");
+        assert_eq!(rule(&allowed).as_deref(), Some("partner"));
         assert_eq!(allowed.challenge(), None);
-        assert_eq!(Refusal::NotConfigured.rule(), "none");
+        assert!(Refusal::NotConfigured.checked().is_none());
         let mut blocked = verdict(ALLOW, &[]);
         blocked.refuse(DenyReason::CredentialsRequired, 407, false);
         let r = Refusal::Denied(checked(blocked));
-        assert_eq!((r.status(), r.challenge()), (407, Some("Bearer")));
-        assert_eq!(r.rule(), "partner");
-        assert_eq!(r.body(), "egress denied: proxy credentials required\n");
+        let (status, body, _) = r.answer();
+        assert_eq!((status, r.challenge()), (407, Some("Bearer")));
+        assert_eq!(rule(&r).as_deref(), Some("partner"));
+        assert_eq!(body, "egress denied: proxy credentials required\n");
         let auth = Refusal::ProxyCredentials(ProxyAuthRefusal {
             reason: "x".into(),
             challenge: "Bearer".into(),

@@ -1,7 +1,7 @@
 //! Forwarding a plain HTTP egress request (absolute form or `Host`), to
 //! the checked address, over TLS when the rule originates it.
 
-use std::net::SocketAddr;
+use std::borrow::Cow;
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
@@ -9,7 +9,10 @@ use pingora::connectors::http::Connector;
 use pingora::protocols::http::v1::server::HttpSession;
 use pingora::protocols::ALPN;
 use pingora::upstreams::peer::HttpPeer;
-use pingora::utils::tls::WrappedX509;
+
+use super::audit::Done;
+use super::decide::Allowed;
+use super::EgressRuntime;
 
 /// Shared upstream connection pool of the egress listeners.
 static CONNECTOR: LazyLock<Connector> = LazyLock::new(|| Connector::new(None));
@@ -25,31 +28,45 @@ fn strip_hop_headers(msg: &mut impl crate::hop_by_hop::Fields) {
     msg.remove(&http::header::EXPECT);
 }
 
-/// How a forwarded request went.
-#[derive(Debug, Default)]
-pub struct ForwardResult {
-    /// Status sent to the caller.
-    pub status: u16,
-    /// Request body bytes sent upstream.
-    pub bytes_up: u64,
-    /// Response body bytes sent to the caller.
-    pub bytes_down: u64,
-    /// The caller's connection can take another request.
-    pub reusable: bool,
-    /// What failed, if anything.
-    pub error: Option<&'static str>,
-}
+/// Why a forwarded exchange stopped: the audit line's `note`, and the
+/// body of the 502 the caller gets when nothing was answered yet.
+type Failure = (&'static str, Option<Cow<'static, str>>);
 
-/// Sends the session's request to `addr` (TLS with SNI `host` when `tls`)
-/// and streams the answer back.
+const UPSTREAM_CLOSED: Failure = ("upstream_write", Some(Cow::Borrowed(CLOSED)));
+const CLOSED: &str = "egress error: upstream closed\n";
+
+/// Sends the session's request to the address checked (over TLS with the
+/// destination's name as SNI, and the rule's CA, when the rule originates
+/// TLS) and streams the answer back. How it went, and whether the caller's
+/// connection can take another request.
 pub async fn forward(
     session: &mut HttpSession,
-    host: &str,
-    addr: SocketAddr,
-    tls: bool,
-    ca: Option<Arc<[WrappedX509]>>,
-) -> ForwardResult {
-    let mut out = ForwardResult::default();
+    egress: &EgressRuntime,
+    allowed: &Allowed,
+) -> (Done, bool) {
+    let mut done = Done::default();
+    let Err((note, body)) = exchange(session, egress, allowed, &mut done).await else {
+        return (done, true);
+    };
+    done.note = Some(note);
+    if let Some(body) = body {
+        done.status = 502;
+        let _ = super::respond(session, 502, &body, None).await;
+    }
+    (done, false)
+}
+
+async fn exchange(
+    session: &mut HttpSession,
+    egress: &EgressRuntime,
+    Allowed {
+        target,
+        decision,
+        addr,
+    }: &Allowed,
+    out: &mut Done,
+) -> Result<(), Failure> {
+    let (host, addr, tls) = (target.host.as_str(), *addr, decision.originate_tls);
     let mut up = session.req_header().clone();
     let origin_form = up
         .uri
@@ -78,7 +95,8 @@ pub async fn forward(
     o.write_timeout = Some(Duration::from_secs(60));
     o.idle_timeout = Some(Duration::from_secs(60));
     o.alpn = ALPN::H1;
-    if let Some(ca) = ca {
+    if let Some(ca) = decision.ca.as_ref().and_then(|c| egress.cas.get(c)) {
+        let ca = Arc::clone(ca);
         // Pools are keyed without the CA; keep CA-pinned connections apart.
         peer.group_key = Arc::as_ptr(&ca) as *const u8 as u64;
         peer.options.ca = Some(ca);
@@ -88,102 +106,58 @@ pub async fn forward(
         Ok((s, _)) => s,
         Err(e) => {
             tracing::info!(host, %addr, "egress connect failed: {e}");
-            out.error = Some("connect_failed");
-            out.status = 502;
             let body = format!(
                 "egress error: cannot connect to {host}: {}\n",
                 e.etype().as_str()
             );
-            let _ = super::respond(session, 502, &body, &[]).await;
-            return out;
+            return Err(("connect_failed", Some(body.into())));
         }
     };
-    let failed = |out: &mut ForwardResult, what: &'static str| {
-        out.error = Some(what);
-        out.reusable = false;
-    };
-    if upstream.write_request_header(Box::new(up)).await.is_err() {
-        failed(&mut out, "upstream_write");
-        out.status = 502;
-        let _ = super::respond(session, 502, "egress error: upstream closed\n", &[]).await;
-        return out;
+    let up_closed = |_| UPSTREAM_CLOSED;
+    upstream
+        .write_request_header(Box::new(up))
+        .await
+        .map_err(up_closed)?;
+    while let Some(chunk) = session
+        .read_body_bytes()
+        .await
+        .map_err(|_| ("client_read", None))?
+    {
+        out.bytes_up += chunk.len() as u64;
+        upstream
+            .write_request_body(chunk, false)
+            .await
+            .map_err(up_closed)?;
     }
-    loop {
-        match session.read_body_bytes().await {
-            Ok(Some(chunk)) => {
-                out.bytes_up += chunk.len() as u64;
-                if upstream.write_request_body(chunk, false).await.is_err() {
-                    failed(&mut out, "upstream_write");
-                    out.status = 502;
-                    let _ =
-                        super::respond(session, 502, "egress error: upstream closed\n", &[]).await;
-                    return out;
-                }
-            }
-            Ok(None) => break,
-            Err(_) => {
-                failed(&mut out, "client_read");
-                return out;
-            }
-        }
-    }
-    if upstream.finish_request_body().await.is_err() {
-        failed(&mut out, "upstream_write");
-        out.status = 502;
-        let _ = super::respond(session, 502, "egress error: upstream closed\n", &[]).await;
-        return out;
-    }
-    let mut status = 0;
-    for _ in 0..4 {
-        if upstream.read_response_header().await.is_err() {
-            failed(&mut out, "upstream_read");
-            out.status = 502;
-            let _ =
-                super::respond(session, 502, "egress error: no answer from upstream\n", &[]).await;
-            return out;
-        }
-        status = upstream.response_header().map_or(0, |r| r.status.as_u16());
-        if status >= 200 {
-            break;
-        }
-    }
+    upstream.finish_request_body().await.map_err(up_closed)?;
+    let no_answer = Some(Cow::Borrowed("egress error: no answer from upstream\n"));
+    let status = crate::hop_by_hop::final_response(&mut upstream)
+        .await
+        .map_err(|_| ("upstream_read", no_answer))?;
     let Some(resp) = upstream.response_header().filter(|_| status >= 200) else {
-        failed(&mut out, "upstream_read");
-        out.status = 502;
-        let _ = super::respond(session, 502, "egress error: no final answer\n", &[]).await;
-        return out;
+        let no_final = Some(Cow::Borrowed("egress error: no final answer\n"));
+        return Err(("upstream_read", no_final));
     };
     let mut resp = resp.clone();
     strip_hop_headers(&mut resp);
     out.status = status;
-    if session.write_response_header(Box::new(resp)).await.is_err() {
-        failed(&mut out, "client_write");
-        return out;
+    let client_write = |_| ("client_write", None);
+    session
+        .write_response_header(Box::new(resp))
+        .await
+        .map_err(client_write)?;
+    // A cut answer: the caller must see a broken response.
+    while let Some(chunk) = upstream
+        .read_response_body()
+        .await
+        .map_err(|_| ("upstream_read", None))?
+    {
+        out.bytes_down += chunk.len() as u64;
+        session.write_body(&chunk).await.map_err(client_write)?;
     }
-    loop {
-        match upstream.read_response_body().await {
-            Ok(Some(chunk)) => {
-                out.bytes_down += chunk.len() as u64;
-                if session.write_body(&chunk).await.is_err() {
-                    failed(&mut out, "client_write");
-                    return out;
-                }
-            }
-            Ok(None) => break,
-            Err(_) => {
-                // The answer is cut: the caller must see a broken response.
-                failed(&mut out, "upstream_read");
-                return out;
-            }
-        }
-    }
-    if session.finish_body().await.is_err() {
-        failed(&mut out, "client_write");
-        return out;
-    }
+    session.finish_body().await.map_err(client_write)?;
     CONNECTOR
         .release_http_session(upstream, &peer, peer.options.idle_timeout)
         .await;
-    out.reusable = true;
-    out
+    Ok(())
 }

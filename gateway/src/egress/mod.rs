@@ -37,12 +37,12 @@ use pingora::ErrorType::{ConnectionClosed, ReadError, ReadTimedout};
 
 use crate::identity::PeerIdentity;
 use crate::Gateway;
+use audit::Audit;
 pub use audit::EgressMetrics;
-use audit::{Audit, Done};
 // `forward` answers its own upstream failures.
 use audit::respond;
 use caller::Caller;
-use decide::{decide, Allowed, Connection, Refusal};
+use decide::{decide, Connection, Refusal};
 
 /// Longest pause while reading a request body or writing a response.
 const BODY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -126,7 +126,7 @@ impl ServerApp for EgressApp {
             Err(e) => {
                 tracing::debug!(listener = %self.listener, "bad egress request: {e}");
                 let refusal = Refusal::Unparsable(e.etype().as_str().to_string());
-                audit.refuse(&mut session, &caller, &refusal).await;
+                audit.refuse(Some(&mut session), &caller, &refusal).await;
                 return None;
             }
         }
@@ -137,7 +137,7 @@ impl ServerApp for EgressApp {
                 if let Refusal::CertificateRevoked(why) = &refusal {
                     tracing::info!(listener = %self.listener, "client certificate no longer valid: {why}");
                 }
-                audit.refuse(&mut session, &caller, &refusal).await;
+                audit.refuse(Some(&mut session), &caller, &refusal).await;
                 return None;
             }
         };
@@ -145,32 +145,9 @@ impl ServerApp for EgressApp {
             tunnel::connect(session, egress, &audit, &caller, allowed).await;
             return None;
         }
-        let Allowed {
-            target,
-            decision,
-            addr,
-        } = &allowed;
-        let ca: Option<Arc<[WrappedX509]>> = decision
-            .ca
-            .as_ref()
-            .and_then(|c| egress.cas.get(c))
-            .map(Arc::clone);
-        let result = forward::forward(
-            &mut session,
-            &target.host,
-            *addr,
-            decision.originate_tls,
-            ca,
-        )
-        .await;
-        let done = Done {
-            status: result.status,
-            bytes_up: result.bytes_up,
-            bytes_down: result.bytes_down,
-            note: result.error,
-        };
-        audit.finished(&caller, target, decision, done);
-        if !result.reusable {
+        let (done, reusable) = forward::forward(&mut session, egress, &allowed).await;
+        audit.finished(&caller, &allowed.target, &allowed.decision, done);
+        if !reusable {
             return None;
         }
         match session.reuse().await {

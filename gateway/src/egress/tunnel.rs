@@ -52,12 +52,10 @@ pub async fn connect(
     // failed dial after the 200 closes the tunnel instead.
     let mut upstream = None;
     if !sni_check {
-        match dial(addr).await {
-            Some(s) => upstream = Some(s),
-            None => {
-                let refusal = unreachable(target, decision);
-                return audit.refuse(&mut session, caller, &refusal).await;
-            }
+        upstream = dial(addr).await;
+        if upstream.is_none() {
+            let refusal = unreachable(target, decision);
+            return audit.refuse(Some(&mut session), caller, &refusal).await;
         }
     }
     let done = |note| Done {
@@ -90,35 +88,28 @@ pub async fn connect(
                 sni,
             };
             decision.refuse(reason, 403, egress.rules.audit_only());
-            if !decision.allowed {
-                let _ = client.shutdown().await;
-                let refusal = Refusal::Denied(Box::new(Checked { target, decision }));
-                return audit.refused(caller, &refusal);
-            }
         }
+        if !decision.allowed {
+            let _ = client.shutdown().await;
+            let refusal = Refusal::Denied(Box::new(Checked { target, decision }));
+            return audit.refuse(None, caller, &refusal).await;
+        }
+        upstream = dial(addr).await;
     }
-    let mut upstream = match upstream {
-        Some(u) => u,
-        None => match dial(addr).await {
-            Some(u) => u,
-            None => {
-                let _ = client.shutdown().await;
-                return audit.refused(caller, &unreachable(target, decision));
-            }
-        },
+    let Some(mut upstream) = upstream else {
+        let _ = client.shutdown().await;
+        return audit
+            .refuse(None, caller, &unreachable(target, decision))
+            .await;
     };
     if !first.is_empty() && upstream.write_all(&first).await.is_err() {
         return audit.finished(caller, &target, &decision, done(Some("upstream_gone")));
     }
-    let stats = splice(client, upstream, TUNNEL_IDLE, TUNNEL_TOTAL).await;
+    let mut done = splice(client, upstream, TUNNEL_IDLE, TUNNEL_TOTAL).await;
     METRICS
         .egress_tunnel_duration
         .observe(audit.started.elapsed().as_secs_f64());
-    let done = Done {
-        bytes_up: stats.bytes_up + first.len() as u64,
-        bytes_down: stats.bytes_down,
-        ..done(stats.cut)
-    };
+    done.bytes_up += first.len() as u64;
     audit.finished(caller, &target, &decision, done);
 }
 
@@ -162,21 +153,12 @@ async fn read_client_hello(client: &mut Stream, buf: &mut Vec<u8>) -> Hello {
     }
 }
 
-/// How a tunnel ended.
-#[derive(Debug, Default)]
-pub struct TunnelStats {
-    /// Caller to destination.
-    pub bytes_up: u64,
-    /// Destination to caller.
-    pub bytes_down: u64,
-    /// `None`: both sides closed; else why the gateway cut it.
-    pub cut: Option<&'static str>,
-}
-
 /// Copies `a`→`b` and `b`→`a` until both directions reached EOF (each EOF
 /// is passed on as a write shutdown), nothing moved for `idle`, or `total`
-/// passed.
-pub async fn splice<A, B>(a: A, b: B, idle: Duration, total: Duration) -> TunnelStats
+/// passed. How it ended, as the audit line takes it: status 200, the bytes
+/// each way (`a`→`b` is up), and why the gateway cut it (`None`: both sides
+/// closed).
+pub async fn splice<A, B>(a: A, b: B, idle: Duration, total: Duration) -> Done
 where
     A: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,
@@ -207,10 +189,11 @@ where
         _ = both => None,
         why = watchdog => Some(why),
     };
-    TunnelStats {
+    Done {
+        status: 200,
         bytes_up: up.load(Ordering::Relaxed),
         bytes_down: down.load(Ordering::Relaxed),
-        cut,
+        note: cut,
     }
 }
 
@@ -272,7 +255,7 @@ mod tests {
         cr.read_to_end(&mut back).await.unwrap();
         assert_eq!(back, b"world!");
         let stats = t.await.unwrap();
-        assert_eq!((stats.bytes_up, stats.bytes_down, stats.cut), (5, 6, None));
+        assert_eq!((stats.bytes_up, stats.bytes_down, stats.note), (5, 6, None));
     }
 
     #[tokio::test]
@@ -286,6 +269,6 @@ mod tests {
             Duration::from_secs(10),
         )
         .await;
-        assert_eq!(stats.cut, Some("idle_timeout"));
+        assert_eq!(stats.note, Some("idle_timeout"));
     }
 }

@@ -9,18 +9,16 @@ use crate::hop_by_hop;
 /// Header marking a mirrored request.
 const MIRROR_HEADER: HeaderName = HeaderName::from_static("x-gateway-mirror");
 
-/// Hop-by-hop fields the copy keeps: its framing. The body is teed as it
-/// arrives and Pingora's client writes it by this header (chunked when the
-/// client's request was).
-const KEPT: [HeaderName; 1] = [http::header::TRANSFER_ENCODING];
-
 /// Whether a field of the client's request stays off the copy: hop-by-hop
 /// fields (as Pingora drops them from the primary's request), those the
 /// target strips, `Host` (set below) and `Expect` (the copy's body is sent
 /// at once, never after a 100 Continue).
 /// `nominates`: the request has a `Connection` header.
 fn dropped(strip: &[HeaderName], req: &RequestHeader, nominates: bool, name: &HeaderName) -> bool {
-    (hop_by_hop::is_hop_by_hop(name) && !KEPT.contains(name))
+    // The one hop-by-hop field the copy keeps is its framing: the body is
+    // teed as it arrives and Pingora's client writes it by this header
+    // (chunked when the client's request was).
+    (hop_by_hop::is_hop_by_hop(name) && name != http::header::TRANSFER_ENCODING)
         || (nominates && hop_by_hop::is_nominated(&req.headers, name))
         || strip.contains(name)
         || name == http::header::HOST

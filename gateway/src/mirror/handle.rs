@@ -116,19 +116,9 @@ pub fn start(
     if let Some(tp) = traceparent {
         header.insert_header("traceparent", tp).ok()?;
     }
-    let (tx, rx) = if has_body {
-        let (tx, rx) = mpsc::unbounded_channel();
-        (Some(tx), Some(rx))
-    } else {
-        (None, None)
-    };
+    let (tx, rx) = has_body.then(mpsc::unbounded_channel).unzip();
     let compare = target.compare_status || target.compare_body;
-    let (ptx, prx) = if compare {
-        let (a, b) = oneshot::channel();
-        (Some(a), Some(b))
-    } else {
-        (None, None)
-    };
+    let (ptx, prx) = compare.then(oneshot::channel).unzip();
     let hint = Arc::new(AtomicU8::new(HINT_NONE));
     let job = Job {
         cluster: target.cluster.clone(),

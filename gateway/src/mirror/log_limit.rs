@@ -1,14 +1,19 @@
-//! Mismatch log lines, at most [`MISMATCH_LOGS_PER_SEC`] a second (the
-//! metric counts every one).
+//! Mismatches: each one counted, logged at most [`MISMATCH_LOGS_PER_SEC`]
+//! lines a second.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// At most this many mismatch log lines per second.
 const MISMATCH_LOGS_PER_SEC: u64 = 10;
 
-/// Logs a mismatch between the primary's answer and the shadow's, unless
-/// this second's lines are used up.
-pub(super) fn log_mismatch(route: &str, request_id: &str, primary: u16, shadow: u16, kind: &str) {
+/// Counts a mismatch between the primary's answer and the shadow's
+/// (`gateway_mirror_mismatch_total{route,kind}`) and logs it, unless this
+/// second's lines are used up.
+pub(super) fn mismatch(route: &str, request_id: &str, primary: u16, shadow: u16, kind: &str) {
+    crate::metrics::METRICS
+        .mirror_mismatch
+        .with_label_values(&[route, kind])
+        .inc();
     static WINDOW: AtomicU64 = AtomicU64::new(0);
     static IN_WINDOW: AtomicU64 = AtomicU64::new(0);
     let sec = crate::runtime::health::now_ms() / 1000;

@@ -16,7 +16,8 @@
 //!   compares it.
 //! - `digest.rs`: the chunking-independent [`BodyDigest`] of compare mode.
 //! - `connector.rs`: the shared Pingora client of every copy.
-//! - `log_limit.rs`: at most a few mismatch log lines per second.
+//! - `log_limit.rs`: mismatches counted, and logged at most a few lines a
+//!   second.
 //!
 //! Sampling is plain policy data in [`filters::mirror`]; the proxy step
 //! that starts the copies of a route is `crate::proxy::mirror`.

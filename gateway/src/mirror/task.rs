@@ -10,9 +10,8 @@ use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
 
 use super::connector::CONNECTOR;
 use super::handle::{Chunk, PrimaryOutcome, HINT_DROPPED, HINT_TOO_LARGE};
-use super::log_limit::log_mismatch;
+use super::log_limit::mismatch;
 use super::{count, BodyDigest};
-use crate::metrics::METRICS;
 use crate::runtime::cluster::Cluster;
 
 /// One copy in flight; holds a permit of the target's concurrency bound.
@@ -34,6 +33,12 @@ pub(super) struct Job {
 enum Failure {
     Abandoned,
     Error(String),
+}
+
+impl From<Box<pingora::Error>> for Failure {
+    fn from(e: Box<pingora::Error>) -> Self {
+        Failure::Error(e.to_string())
+    }
 }
 
 impl Job {
@@ -70,18 +75,10 @@ impl Job {
             return;
         };
         if self.compare_status && p.status / 100 != status / 100 {
-            METRICS
-                .mirror_mismatch
-                .with_label_values(&[&*self.route, "status"])
-                .inc();
-            log_mismatch(&self.route, &self.request_id, p.status, status, "status");
+            mismatch(&self.route, &self.request_id, p.status, status, "status");
         }
         if self.compare_body && p.body_digest.is_some() && p.body_digest != digest {
-            METRICS
-                .mirror_mismatch
-                .with_label_values(&[&*self.route, "body"])
-                .inc();
-            log_mismatch(&self.route, &self.request_id, p.status, status, "body");
+            mismatch(&self.route, &self.request_id, p.status, status, "body");
         }
     }
 
@@ -92,52 +89,25 @@ impl Job {
             .ok_or_else(|| Failure::Error("no healthy endpoint".into()))?;
         let mut peer = self.cluster.endpoints[pick.index].peer.clone();
         peer.options.read_timeout = Some(self.timeout);
-        let (mut session, _) = CONNECTOR
-            .get_http_session(&peer)
-            .await
-            .map_err(|e| Failure::Error(e.to_string()))?;
+        let (mut session, _) = CONNECTOR.get_http_session(&peer).await?;
         let header = self.header.take().ok_or(Failure::Abandoned)?;
-        session
-            .write_request_header(header)
-            .await
-            .map_err(|e| Failure::Error(e.to_string()))?;
+        session.write_request_header(header).await?;
         if let Some(rx) = self.body.as_mut() {
             loop {
                 match rx.recv().await {
-                    Some(Chunk::Data(d)) => session
-                        .write_request_body(d, false)
-                        .await
-                        .map_err(|e| Failure::Error(e.to_string()))?,
+                    Some(Chunk::Data(d)) => session.write_request_body(d, false).await?,
                     Some(Chunk::End) => break,
                     None => return Err(Failure::Abandoned),
                 }
             }
         }
-        session
-            .finish_request_body()
-            .await
-            .map_err(|e| Failure::Error(e.to_string()))?;
-        let mut status = 0;
-        // Skip informational answers (at most a few).
-        for _ in 0..4 {
-            session
-                .read_response_header()
-                .await
-                .map_err(|e| Failure::Error(e.to_string()))?;
-            status = session.response_header().map_or(0, |r| r.status.as_u16());
-            if status >= 200 {
-                break;
-            }
-        }
+        session.finish_request_body().await?;
+        let status = crate::hop_by_hop::final_response(&mut session).await?;
         if status < 200 {
             return Err(Failure::Error(format!("no final answer (status {status})")));
         }
         let mut digest = self.compare_body.then(BodyDigest::default);
-        while let Some(chunk) = session
-            .read_response_body()
-            .await
-            .map_err(|e| Failure::Error(e.to_string()))?
-        {
+        while let Some(chunk) = session.read_response_body().await? {
             if let Some(d) = digest.as_mut() {
                 d.update(&chunk);
             }

@@ -24,12 +24,10 @@ const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host")
 
 /// Hop-by-hop fields a response to the client keeps: Pingora rewrites
 /// `Connection` and the framing (`Transfer-Encoding`) for the client itself.
-const KEPT_IN_RESPONSE: [HeaderName; 2] =
-    [http::header::CONNECTION, http::header::TRANSFER_ENCODING];
-/// A `101 Switching Protocols` also keeps `Upgrade`: the client needs it to
-/// complete the handshake (RFC 9110 §7.8), and Pingora passes 1xx headers
-/// through untouched.
-const KEPT_IN_UPGRADE: [HeaderName; 3] = [
+/// Only a `101 Switching Protocols` keeps the last, `Upgrade`: the client
+/// needs it to complete the handshake (RFC 9110 §7.8), and Pingora passes
+/// 1xx headers through untouched.
+const KEPT_IN_RESPONSE: [HeaderName; 3] = [
     http::header::CONNECTION,
     http::header::TRANSFER_ENCODING,
     http::header::UPGRADE,
@@ -158,12 +156,8 @@ pub fn set_forwarded(
 /// header. `Connection` itself and framing are left to Pingora, which
 /// rewrites them for the client.
 pub fn strip_hop_by_hop_response(resp: &mut ResponseHeader) {
-    let keep: &[HeaderName] = if resp.status == http::StatusCode::SWITCHING_PROTOCOLS {
-        &KEPT_IN_UPGRADE
-    } else {
-        &KEPT_IN_RESPONSE
-    };
-    crate::hop_by_hop::strip(resp, keep);
+    let upgrade = resp.status == http::StatusCode::SWITCHING_PROTOCOLS;
+    crate::hop_by_hop::strip(resp, &KEPT_IN_RESPONSE[..2 + upgrade as usize]);
 }
 
 /// Adapter that lets the filters' header edits work on Pingora's header

@@ -22,7 +22,7 @@ pub(super) async fn enforce(
         tracing::info!(route = %route.name, "client certificate no longer valid: {reason}");
         session.set_keepalive(None);
         let body = Bytes::from_static(b"forbidden: client certificate no longer valid\n");
-        respond::write(session, 403, body, &[], Some(route), &ctx.request_id).await?;
+        respond::write(session, ctx, 403, body, &[]).await?;
         return Ok(true);
     }
     let peer = request::peer_identity(session);
@@ -50,15 +50,7 @@ pub(super) async fn enforce(
             }
             tracing::debug!(route = %route.name, status = refusal.status, "refused: {}", refusal.reason);
             let body = format!("{}: {}\n", status_text(refusal.status), refusal.reason);
-            respond::write(
-                session,
-                refusal.status,
-                Bytes::from(body),
-                &extra,
-                Some(route),
-                &ctx.request_id,
-            )
-            .await?;
+            respond::write(session, ctx, refusal.status, body.into(), &extra).await?;
             Ok(true)
         }
     }

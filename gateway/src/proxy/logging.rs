@@ -2,8 +2,6 @@
 //! primary's outcome to the mirror copies, record the request metrics and
 //! write the access line ([`super::access_line`]).
 
-use std::time::Duration;
-
 use pingora::proxy::Session;
 use pingora::Error;
 
@@ -16,7 +14,7 @@ use crate::runtime::locality::Priority;
 /// listener list (metric handles) and its name.
 pub(super) type Listener<'a> = (usize, &'a str);
 
-/// Everything that happens once a request is over.
+/// Everything that happens once a request is over, the access line last.
 pub(super) fn finish(
     listener: Listener<'_>,
     session: &Session,
@@ -26,10 +24,47 @@ pub(super) fn finish(
     let status = session.response_written().map_or(0, |r| r.status.as_u16());
     let trace_id = end_trace_and_copies(ctx, status, e);
     let elapsed = ctx.start.elapsed();
-    record_metrics(listener, session, ctx, status, elapsed);
-    if should_log(ctx, status, e) {
-        write_access_line(listener.1, session, e, ctx, status, elapsed, trace_id);
+    // Request count and duration of the route (or of unrouted requests),
+    // and the bytes that crossed a zone.
+    let metrics = ctx
+        .route()
+        .map_or(&ctx.runtime.unrouted_metrics, |r| &r.metrics);
+    metrics.request(listener, ctx.cluster.as_deref().map(|c| &*c.name), status);
+    metrics.duration().observe(elapsed.as_secs_f64());
+    if let (Some(p), Some(c)) = (ctx.priority(), &ctx.cluster) {
+        if p != Priority::Zone {
+            let bytes = session.body_bytes_read() + session.body_bytes_sent();
+            c.metrics.cross_zone_bytes().inc_by(bytes as u64);
+        }
     }
+    if !should_log(ctx, status, e) {
+        return;
+    }
+    let req = session.req_header();
+    let line = AccessLine {
+        time: humantime::format_rfc3339_millis(std::time::SystemTime::now()),
+        listener: listener.1,
+        route: ctx.route_name(),
+        cluster: ctx.cluster_name(),
+        endpoint: ctx.endpoint_label(),
+        method: req.method.as_str(),
+        path: req.uri.path(),
+        protocol: if session.is_http2() {
+            "HTTP/2"
+        } else {
+            "HTTP/1.1"
+        },
+        status,
+        bytes_in: session.body_bytes_read(),
+        bytes_out: session.body_bytes_sent(),
+        duration_ms: elapsed.as_secs_f64() * 1000.0,
+        tries: ctx.tries,
+        request_id: &ctx.request_id,
+        trace_id,
+        client: ctx.client_ip,
+        error: e.map(|e| e.etype().as_str()),
+    };
+    crate::access_log::append(|buf| line.write_to(buf));
 }
 
 /// Ends the trace and the mirror copies' view of the primary; returns the
@@ -56,32 +91,6 @@ fn end_trace_and_copies(
     trace_id
 }
 
-/// Request count and duration of the route (or of unrouted requests), and
-/// the bytes that crossed a zone.
-fn record_metrics(
-    (index, name): Listener<'_>,
-    session: &Session,
-    ctx: &RequestCtx,
-    status: u16,
-    elapsed: Duration,
-) {
-    let metrics = ctx
-        .route()
-        .map_or(&ctx.runtime.unrouted_metrics, |r| &r.metrics);
-    metrics.request(
-        (index, name),
-        ctx.cluster.as_deref().map(|c| &*c.name),
-        status,
-    );
-    metrics.duration().observe(elapsed.as_secs_f64());
-    if let (Some(p), Some(c)) = (ctx.priority(), &ctx.cluster) {
-        if p != Priority::Zone {
-            let bytes = session.body_bytes_read() + session.body_bytes_sent();
-            c.metrics.cross_zone_bytes().inc_by(bytes as u64);
-        }
-    }
-}
-
 /// Whether the access log takes this request: on, and not a success
 /// sampled out by `success_sample_ratio`.
 fn should_log(ctx: &RequestCtx, status: u16, e: Option<&Error>) -> bool {
@@ -91,40 +100,4 @@ fn should_log(ctx: &RequestCtx, status: u16, e: Option<&Error>) -> bool {
         && log.success_sample_ratio < 1.0
         && fastrand::f64() >= log.success_sample_ratio;
     log.enabled && !sampled_out
-}
-
-fn write_access_line(
-    listener: &str,
-    session: &Session,
-    e: Option<&Error>,
-    ctx: &RequestCtx,
-    status: u16,
-    elapsed: Duration,
-    trace_id: Option<opentelemetry::trace::TraceId>,
-) {
-    let req = session.req_header();
-    let line = AccessLine {
-        time: humantime::format_rfc3339_millis(std::time::SystemTime::now()),
-        listener,
-        route: ctx.route_name(),
-        cluster: ctx.cluster_name(),
-        endpoint: ctx.endpoint_label(),
-        method: req.method.as_str(),
-        path: req.uri.path(),
-        protocol: if session.is_http2() {
-            "HTTP/2"
-        } else {
-            "HTTP/1.1"
-        },
-        status,
-        bytes_in: session.body_bytes_read(),
-        bytes_out: session.body_bytes_sent(),
-        duration_ms: elapsed.as_secs_f64() * 1000.0,
-        tries: ctx.tries,
-        request_id: &ctx.request_id,
-        trace_id,
-        client: ctx.client_ip,
-        error: e.map(|e| e.etype().as_str()),
-    };
-    crate::access_log::append(|buf| line.write_to(buf));
 }

@@ -106,12 +106,12 @@ impl ProxyHttp for GatewayProxy {
         identity::strip(session.req_header_mut());
         if let Err(e) = forwarding::normalize_path(session.req_header_mut()) {
             let body = Bytes::from(format!("bad request: {e}\n"));
-            return respond::early(session, 400, body, &ctx.request_id).await;
+            return respond::early(session, ctx, 400, body).await;
         }
         let runtime = ctx.runtime.clone();
         let Some(idx) = runtime.router.find(session.req_header()) else {
             let body = Bytes::from_static(b"no route matched\n");
-            return respond::early(session, 404, body, &ctx.request_id).await;
+            return respond::early(session, ctx, 404, body).await;
         };
         let route = &runtime.router.routes[idx];
         ctx.enter_route(idx, route, session.req_header().method.as_str(), self.https);
@@ -125,7 +125,7 @@ impl ProxyHttp for GatewayProxy {
             }
         }
         match &route.action {
-            Action::Direct(d) => respond::direct(session, ctx, route, d).await,
+            Action::Direct(d) => respond::direct(session, ctx, d).await,
             Action::Proxy(backends) => {
                 upstream::choose_cluster(session, ctx, route, backends).await
             }

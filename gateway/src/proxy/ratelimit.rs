@@ -39,15 +39,8 @@ pub(super) async fn enforce(
     let headers = decision.headers();
     if !decision.allowed {
         let extra = headers.map(|h| h.pairs()).unwrap_or_default();
-        respond::write(
-            session,
-            429,
-            Bytes::from_static(b"rate limited\n"),
-            &extra,
-            Some(route),
-            &ctx.request_id,
-        )
-        .await?;
+        let body = Bytes::from_static(b"rate limited\n");
+        respond::write(session, ctx, 429, body, &extra).await?;
         return Ok(true);
     }
     ctx.ratelimit_headers = headers;

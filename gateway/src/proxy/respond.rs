@@ -10,7 +10,7 @@ use pingora::{Error, ErrorSource, ErrorType};
 
 use super::ctx::RequestCtx;
 use super::forwarding::{Headers, REQUEST_ID};
-use crate::runtime::route::{DirectResponse, Route};
+use crate::runtime::route::DirectResponse;
 
 /// Body of a 503 from a circuit breaker.
 pub const OVERLOADED_BODY: &[u8] = b"upstream overloaded\n";
@@ -27,12 +27,12 @@ pub fn overloaded_header() -> (http::HeaderName, http::HeaderValue) {
 /// response header edits when a route matched.
 pub async fn write(
     session: &mut Session,
+    ctx: &RequestCtx,
     status: u16,
     body: Bytes,
     extra: &[(http::HeaderName, http::HeaderValue)],
-    route: Option<&Route>,
-    request_id: &super::forwarding::RequestId,
 ) -> pingora::Result<()> {
+    let request_id = &ctx.request_id;
     let mut resp = ResponseHeader::build(status, Some(4 + extra.len()))?;
     if !extra.iter().any(|(n, _)| n == CONTENT_TYPE) {
         resp.insert_header(CONTENT_TYPE, "text/plain; charset=utf-8")?;
@@ -44,7 +44,7 @@ pub async fn write(
     if !request_id.is_empty() {
         resp.insert_header(REQUEST_ID, request_id.header())?;
     }
-    if let Some(r) = route {
+    if let Some(r) = ctx.route() {
         r.response_headers.apply(&mut Headers(&mut resp));
     }
     let empty = body.is_empty();
@@ -59,11 +59,11 @@ pub async fn write(
 /// as `request_filter` returns it.
 pub async fn early(
     session: &mut Session,
+    ctx: &RequestCtx,
     status: u16,
     body: Bytes,
-    request_id: &super::forwarding::RequestId,
 ) -> pingora::Result<bool> {
-    write(session, status, body, &[], None, request_id).await?;
+    write(session, ctx, status, body, &[]).await?;
     Ok(true)
 }
 
@@ -72,7 +72,6 @@ pub async fn early(
 pub async fn direct(
     session: &mut Session,
     ctx: &RequestCtx,
-    route: &Route,
     d: &DirectResponse,
 ) -> pingora::Result<bool> {
     let limit_headers = ctx.ratelimit_headers.as_ref().map(|h| h.pairs());
@@ -86,15 +85,7 @@ pub async fn direct(
             .into(),
         None => (&d.headers[..]).into(),
     };
-    write(
-        session,
-        d.status,
-        d.body.clone(),
-        &headers,
-        Some(route),
-        &ctx.request_id,
-    )
-    .await?;
+    write(session, ctx, d.status, d.body.clone(), &headers).await?;
     Ok(true)
 }
 
@@ -112,16 +103,8 @@ pub async fn failed(session: &mut Session, e: &Error, ctx: &RequestCtx) -> FailT
     if code > 0 && session.response_written().is_none() {
         let overloaded = [overloaded_header()];
         let extra: &[_] = if ctx.overloaded { &overloaded } else { &[] };
-        if let Err(err) = write(
-            session,
-            code,
-            Bytes::from_static(body.as_bytes()),
-            extra,
-            ctx.route(),
-            &ctx.request_id,
-        )
-        .await
-        {
+        let body = Bytes::from_static(body.as_bytes());
+        if let Err(err) = write(session, ctx, code, body, extra).await {
             tracing::debug!("cannot send the error response: {err}");
         }
     }

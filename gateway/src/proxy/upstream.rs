@@ -26,32 +26,22 @@ pub(super) async fn choose_cluster(
     route: &Route,
     backends: &Backends,
 ) -> pingora::Result<bool> {
-    let Some(cluster) = backends.pick() else {
-        respond::write(
-            session,
-            503,
-            Bytes::from_static(b"no healthy upstream\n"),
-            &[],
-            Some(route),
-            &ctx.request_id,
-        )
-        .await?;
-        return Ok(true);
+    let refused = match backends.pick() {
+        None => Some((&b"no healthy upstream\n"[..], None)),
+        Some(c) if !c.admit_request() => {
+            c.metrics.circuit_open().inc();
+            Some((respond::OVERLOADED_BODY, Some(respond::overloaded_header())))
+        }
+        Some(c) => {
+            ctx.set_cluster(c.clone());
+            None
+        }
     };
-    if !cluster.admit_request() {
-        cluster.metrics.circuit_open().inc();
-        respond::write(
-            session,
-            503,
-            Bytes::from_static(respond::OVERLOADED_BODY),
-            &[respond::overloaded_header()],
-            Some(route),
-            &ctx.request_id,
-        )
-        .await?;
+    if let Some((body, header)) = refused {
+        let extra = header.as_slice();
+        respond::write(session, ctx, 503, Bytes::from_static(body), extra).await?;
         return Ok(true);
     }
-    ctx.set_cluster(cluster.clone());
     ctx.deadline = route.timeout.map(|t| ctx.start + t);
     if !route.mirrors.is_empty() {
         mirror::start_copies(session, ctx, route);
@@ -61,10 +51,8 @@ pub(super) async fn choose_cluster(
 
 /// The cluster `request_filter` chose.
 pub(super) fn cluster(ctx: &RequestCtx) -> pingora::Result<Arc<Cluster>> {
-    match &ctx.cluster {
-        Some(c) => Ok(c.clone()),
-        None => Error::e_explain(ErrorType::InternalError, "no cluster chosen"),
-    }
+    let no_cluster = || Error::explain(ErrorType::InternalError, "no cluster chosen");
+    ctx.cluster.clone().ok_or_else(no_cluster)
 }
 
 /// Counts a try after the first in the route's retries.

@@ -2,7 +2,7 @@
 //! has the upstream's SHA-256, over plain HTTP (absolute form), HTTPS in a
 //! CONNECT tunnel, and TLS originated by the gateway.
 
-use gateway_tests::{tpl, Reply, TestCa, Upstream, DOWNLOAD_SEED};
+use gateway_tests::{Reply, TestCa, Upstream, DOWNLOAD_SEED};
 
 use crate::common::*;
 
@@ -22,17 +22,15 @@ async fn plain_http_absolute_form_keeps_a_10_mib_body_intact() {
     let up = Upstream::big_download(BIG as u64);
     let port = up.port();
     let eg = Egress::start(
-        tempfile::tempdir().expect("tempdir"),
-        &tpl(
-            r#"
+        None,
+        r#"
 egress:
   caller_groups: [{name: functions, cidrs: [127.0.0.0/8]}]
   dns: {static: {api.partner.test: 127.0.0.1}}
   rules:
     - {name: partner-http, hosts: [api.partner.test], ports: [${port}], allow_cidrs: [127.0.0.0/8]}
 "#,
-            &[("port", &port)],
-        ),
+        &[("port", &port)],
     );
     let url = format!("http://{PARTNER}:{port}/big");
     let proxy = eg.proxy_url();
@@ -75,13 +73,9 @@ egress:
     }
 
     eg.assert_requests("allow", "partner-http", 2.0).await;
-    let lines = eg.egress_lines(2, |v| v["host"] == PARTNER && v["decision"] == "allow");
-    assert_eq!(
-        lines.len(),
-        2,
-        "one access-log line per download expected; egress lines:\n{}",
-        eg.egress_log()
-    );
+    let lines = eg.expect_lines(2, "one access-log line per download expected", |v| {
+        v["host"] == PARTNER && v["decision"] == "allow"
+    });
     for l in &lines {
         assert_eq!(l["port"], port, "{l}");
         assert_eq!(
@@ -100,20 +94,16 @@ async fn https_via_connect_keeps_a_10_mib_body_intact() {
     let ca = TestCa::new("egress partner CA");
     let up = big_tls_upstream("partner-tls", &ca.issue(&[PARTNER]));
     let port = up.port();
-    let dir = tempfile::tempdir().expect("tempdir");
-    ca.write_pem(dir.path(), "ca.pem");
     let eg = Egress::start(
-        dir,
-        &tpl(
-            r#"
+        Some(&ca),
+        r#"
 egress:
   sni_must_match_connect: true
   dns: {static: {api.partner.test: 127.0.0.1}}
   rules:
     - {name: partner-https, hosts: [api.partner.test], ports: [${port}], allow_cidrs: [127.0.0.0/8]}
 "#,
-            &[("port", &port)],
-        ),
+        &[("port", &port)],
     );
     let url = format!("https://{PARTNER}:{port}/big");
     let proxy = eg.proxy_url();
@@ -136,13 +126,9 @@ egress:
     assert_eq!(up.count(), 2, "the TLS upstream must see both downloads");
 
     eg.assert_requests("allow", "partner-https", 2.0).await;
-    let lines = eg.egress_lines(2, |v| v["method"] == "CONNECT" && v["decision"] == "allow");
-    assert_eq!(
-        lines.len(),
-        2,
-        "one access-log line per tunnel expected; egress lines:\n{}",
-        eg.egress_log()
-    );
+    let lines = eg.expect_lines(2, "one access-log line per tunnel expected", |v| {
+        v["method"] == "CONNECT" && v["decision"] == "allow"
+    });
     for l in &lines {
         assert_eq!(l["host"], PARTNER, "{l}");
         assert_eq!(l["port"], port, "{l}");
@@ -175,12 +161,9 @@ async fn tls_origination_plain_http_in_verified_tls_out() {
     let rogue_ca = TestCa::new("rogue CA");
     let rogue = Upstream::echo_tls("rogue", &rogue_ca.issue(&["rogue.partner.test"]));
     let misnamed = Upstream::echo_tls("misnamed", &ca.issue(&["other.test"]));
-    let dir = tempfile::tempdir().expect("tempdir");
-    ca.write_pem(dir.path(), "ca.pem");
     let eg = Egress::start(
-        dir,
-        &tpl(
-            r#"
+        Some(&ca),
+        r#"
 egress:
   dns:
     static: {api.partner.test: 127.0.0.1, rogue.partner.test: 127.0.0.1, misnamed.partner.test: 127.0.0.1}
@@ -192,12 +175,11 @@ egress:
       ca: ca.pem
       allow_cidrs: [127.0.0.0/8]
 "#,
-            &[
-                ("port", &up.port()),
-                ("rogue", &rogue.port()),
-                ("misnamed", &misnamed.port()),
-            ],
-        ),
+        &[
+            ("port", &up.port()),
+            ("rogue", &rogue.port()),
+            ("misnamed", &misnamed.port()),
+        ],
     );
     // The caller speaks plain HTTP to the TLS port; the gateway speaks TLS.
     let url = format!("http://{PARTNER}:{}/big", up.port());

@@ -1,6 +1,6 @@
 //! `audit_only`, admin `GET /egress/observed`, and the egress access log.
 
-use gateway_tests::{tpl, Upstream};
+use gateway_tests::Upstream;
 
 use crate::common::*;
 
@@ -8,13 +8,11 @@ use crate::common::*;
 async fn audit_only_lets_would_be_denials_through_and_records_them() {
     let up = Upstream::big_download(BIG as u64);
     let port = up.port();
-    let dir = tempfile::tempdir().expect("tempdir");
     // `partner-freeze` would deny every request to the partner; the allow
     // rule supplies the loopback `allow_cidrs` the audited request uses.
     let (eg, key) = Egress::for_functions(
-        dir,
-        &tpl(
-            r#"
+        None,
+        r#"
 egress:
   audit_only: true
   dns: {static: {api.partner.test: 127.0.0.1}}
@@ -22,8 +20,7 @@ egress:
     - {name: partner-http, hosts: [api.partner.test], ports: [${port}], allow_cidrs: [127.0.0.0/8]}
     - {name: partner-freeze, hosts: [api.partner.test], action: deny}
 "#,
-            &[("port", &port)],
-        ),
+        &[("port", &port)],
     );
     let url = format!("http://{PARTNER}:{port}/big");
     let proxy = eg.proxy_url();
@@ -48,13 +45,9 @@ egress:
     eg.assert_requests("allow", "partner-http", 0.0).await;
 
     // The access log says why each would have been refused.
-    let lines = eg.egress_lines(3, |v| v["decision"] == "audit_deny");
-    assert_eq!(
-        lines.len(),
-        3,
-        "audit_deny access-log lines:\n{}",
-        eg.egress_log()
-    );
+    let lines = eg.expect_lines(3, "audit_deny access-log lines", |v| {
+        v["decision"] == "audit_deny"
+    });
     for l in &lines {
         assert_eq!(l["host"], PARTNER, "{l}");
         assert_eq!(l["port"], port, "{l}");
@@ -133,18 +126,15 @@ egress:
 async fn access_log_has_one_egress_line_per_request() {
     let up = Upstream::named("api");
     let port = up.port();
-    let dir = tempfile::tempdir().expect("tempdir");
     let (eg, key) = Egress::for_functions(
-        dir,
-        &tpl(
-            r#"
+        None,
+        r#"
 egress:
   dns: {static: {api.partner.test: 127.0.0.1}}
   rules:
     - {name: partner-http, hosts: [api.partner.test], ports: [${port}], principals: ["https://issuer.fn.example#fn-a"], allow_cidrs: [127.0.0.0/8]}
 "#,
-            &[("port", &port)],
-        ),
+        &[("port", &port)],
     );
     let url = format!("http://{PARTNER}:{port}/upload");
     let auth_a = format!("Proxy-Authorization: Bearer {}", fn_token(&key, "fn-a"));
@@ -212,13 +202,14 @@ egress:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn observed_table_honours_observed_max_entries() {
     let eg = Egress::start(
-        tempfile::tempdir().expect("tempdir"),
+        None,
         r#"
 egress:
   observed_max_entries: 2
   rules:
     - {name: nothing, hosts: [nothing.partner.test], ports: [443]}
 "#,
+        &[],
     );
     for host in ["one.test", "two.test", "three.test"] {
         let authority = format!("{host}:80");
@@ -231,8 +222,7 @@ egress:
         assert_eq!(r.status, 403, "{host}: {:?}", r.body);
     }
     // The access-log line is written after the observed table is updated.
-    let lines = eg.egress_lines(3, |v| v["decision"] == "deny");
-    assert_eq!(lines.len(), 3, "deny lines:\n{}", eg.egress_log());
+    eg.expect_lines(3, "deny lines", |v| v["decision"] == "deny");
     let (code, body) = eg.gw.admin_get("/egress/observed").await;
     assert_eq!(code, 200, "{body}");
     let doc: serde_json::Value = serde_json::from_str(&body).expect("observed JSON");

@@ -3,6 +3,8 @@
 //! clients, TCP "taps" that count every connection and byte reaching a
 //! destination, and the assertions every refusal needs.
 
+use std::fmt::Display;
+use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::pin::Pin;
@@ -12,7 +14,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 pub use gateway_tests::{error_chain, tail};
-use gateway_tests::{pseudo_random_bytes, sha256_hex, Gateway, TestCa, DOWNLOAD_SEED};
+use gateway_tests::{pseudo_random_bytes, sha256_hex, tpl, Gateway, TestCa, DOWNLOAD_SEED};
 use tempfile::TempDir;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -57,11 +59,19 @@ pub struct Egress {
 }
 
 impl Egress {
-    /// Starts the gateway in `dir` (which already holds the files the
-    /// config names) with `admin`, one listener `egress` (`mode: egress`)
-    /// and then `rest`: further top-level YAML (`egress:`,
-    /// `trust_domains:`), placeholders already filled.
-    pub fn start(dir: TempDir, rest: &str) -> Egress {
+    /// Starts the gateway (in a fresh directory holding `ca` as `ca.pem`
+    /// when given) with `admin`, one listener `egress` (`mode: egress`) and
+    /// then `template`: further top-level YAML (`egress:`,
+    /// `trust_domains:`) whose placeholders [`tpl`] fills from `vars`.
+    pub fn start(ca: Option<&TestCa>, template: &str, vars: &[(&str, &dyn Display)]) -> Egress {
+        let dir = tempfile::tempdir().expect("tempdir");
+        Egress::start_in(dir, ca, &tpl(template, vars))
+    }
+
+    fn start_in(dir: TempDir, ca: Option<&TestCa>, rest: &str) -> Egress {
+        if let Some(ca) = ca {
+            ca.write_pem(dir.path(), "ca.pem");
+        }
         let gw = Gateway::builder()
             .in_dir(dir)
             .listener_name("egress")
@@ -73,10 +83,16 @@ impl Egress {
     }
 
     /// [`Egress::start`] for the functions: a fresh key's `jwks.json` in
-    /// `dir`, [`TRUST_DOMAINS`], then `rest`. Returns the key too.
-    pub fn for_functions(dir: TempDir, rest: &str) -> (Egress, gateway_tests::jwt::SigningKey) {
+    /// the directory, [`TRUST_DOMAINS`], then `template`. Returns the key too.
+    pub fn for_functions(
+        ca: Option<&TestCa>,
+        template: &str,
+        vars: &[(&str, &dyn Display)],
+    ) -> (Egress, gateway_tests::jwt::SigningKey) {
+        let dir = tempfile::tempdir().expect("tempdir");
         let key = jwks_in(dir.path());
-        (Egress::start(dir, &format!("{TRUST_DOMAINS}{rest}")), key)
+        let rest = format!("{TRUST_DOMAINS}{}", tpl(template, vars));
+        (Egress::start_in(dir, ca, &rest), key)
     }
 
     /// The egress listener's address.
@@ -119,6 +135,24 @@ impl Egress {
         self.gw.wait_access_log(n, Duration::from_secs(5), |v| {
             v["kind"] == "egress" && pred(v)
         })
+    }
+
+    /// [`Egress::egress_lines`] that must find exactly `n` lines; `what`
+    /// names them in the failure message.
+    pub fn expect_lines(
+        &self,
+        n: usize,
+        what: &str,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> Vec<serde_json::Value> {
+        let lines = self.egress_lines(n, pred);
+        assert_eq!(
+            lines.len(),
+            n,
+            "{what}: expected {n} access-log lines; egress lines:\n{}",
+            self.egress_log()
+        );
+        lines
     }
 
     /// Every access-log line of kind `egress` so far, one per line (for
@@ -176,27 +210,19 @@ async fn read_head(s: &mut TcpStream, deadline: Instant) -> Result<String, Strin
             return Err("response head longer than 64 KiB".into());
         }
         let left = deadline.saturating_duration_since(Instant::now());
-        match tokio::time::timeout(left, s.read(&mut byte)).await {
-            Err(_) => {
-                return Err(format!(
-                    "no complete response head within the time limit; got {:?}",
-                    String::from_utf8_lossy(&head)
-                ))
+        let problem = match tokio::time::timeout(left, s.read(&mut byte)).await {
+            Ok(Ok(0)) => "connection closed (no complete response head)".to_string(),
+            Ok(Ok(_)) => {
+                head.push(byte[0]);
+                continue;
             }
-            Ok(Err(e)) => {
-                return Err(format!(
-                    "read error after {:?}: {e}",
-                    String::from_utf8_lossy(&head)
-                ))
-            }
-            Ok(Ok(0)) => {
-                return Err(format!(
-                    "connection closed after {:?} (no complete response head)",
-                    String::from_utf8_lossy(&head)
-                ))
-            }
-            Ok(Ok(_)) => head.push(byte[0]),
-        }
+            Ok(Err(e)) => format!("read error: {e}"),
+            Err(_) => "no complete response head within the time limit".to_string(),
+        };
+        return Err(format!(
+            "{problem}; got {:?}",
+            String::from_utf8_lossy(&head)
+        ));
     }
     Ok(String::from_utf8_lossy(&head[..head.len() - 4]).into_owned())
 }
@@ -252,15 +278,22 @@ pub async fn raw_exchange(addr: SocketAddr, request: &str) -> Result<RawResponse
     Ok(RawResponse { status, head, body })
 }
 
+/// A request head: `first` line, `Host: {host}`, the `extra` header lines
+/// and the blank line.
+fn request_head(first: &str, host: &str, extra: &[(&str, &str)]) -> String {
+    let mut req = format!("{first}\r\nHost: {host}\r\n");
+    for (k, v) in extra {
+        let _ = write!(req, "{k}: {v}\r\n");
+    }
+    req + "\r\n"
+}
+
 /// `GET {url}` in absolute form with `Host: {host_header}` and optional
 /// extra header lines, `Connection: close`.
 pub fn absolute_get(url: &str, host_header: &str, extra: &[(&str, &str)]) -> String {
-    let mut req = format!("GET {url} HTTP/1.1\r\nHost: {host_header}\r\n");
-    for (k, v) in extra {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("Connection: close\r\n\r\n");
-    req
+    let mut extra = extra.to_vec();
+    extra.push(("Connection", "close"));
+    request_head(&format!("GET {url} HTTP/1.1"), host_header, &extra)
 }
 
 /// What a `CONNECT` got.
@@ -281,11 +314,7 @@ pub async fn connect(
 ) -> Result<Connect, String> {
     let deadline = Instant::now() + IO_LIMIT;
     let mut s = dial(addr).await?;
-    let mut req = format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n");
-    for (k, v) in extra {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
+    let req = request_head(&format!("CONNECT {authority} HTTP/1.1"), authority, extra);
     s.write_all(req.as_bytes())
         .await
         .map_err(|e| format!("write CONNECT: {e}"))?;
@@ -316,20 +345,6 @@ pub async fn open_tunnel(eg: &Egress, authority: &str, extra: &[(&str, &str)]) -
     }
 }
 
-/// A rustls client config trusting only `ca`, ALPN `http/1.1`.
-pub fn rustls_client(ca: &TestCa) -> tokio_rustls::TlsConnector {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(ca.cert_der()).expect("CA certificate");
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("TLS versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    tokio_rustls::TlsConnector::from(Arc::new(config))
-}
-
 /// Over an open tunnel: a TLS handshake naming `sni` (trusting `ca`),
 /// then `GET path` with `Host: host`; returns the status line and body,
 /// or where it failed. Bounded by [`IO_LIMIT`].
@@ -341,12 +356,16 @@ pub async fn https_over_tunnel(
     path: &str,
 ) -> Result<(String, String), String> {
     let name = rustls::pki_types::ServerName::try_from(sni.to_string()).expect("server name");
-    let mut tls =
-        match tokio::time::timeout(IO_LIMIT, rustls_client(ca).connect(name, tunnel)).await {
-            Err(_) => return Err("TLS handshake timed out".into()),
-            Ok(Err(e)) => return Err(format!("TLS handshake failed: {e}")),
-            Ok(Ok(t)) => t,
-        };
+    let mut tls = match tokio::time::timeout(
+        IO_LIMIT,
+        gateway_tests::rustls_connector(ca, None, &[], true).connect(name, tunnel),
+    )
+    .await
+    {
+        Err(_) => return Err("TLS handshake timed out".into()),
+        Ok(Err(e)) => return Err(format!("TLS handshake failed: {e}")),
+        Ok(Ok(t)) => t,
+    };
     let req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
     tls.write_all(req.as_bytes())
         .await
@@ -389,17 +408,8 @@ pub async fn curl(args: &[&str], env: &[(&str, &str)], cwd: &Path) -> CurlRun {
         .current_dir(cwd)
         .stdin(std::process::Stdio::null())
         .kill_on_drop(true);
-    for v in [
-        "http_proxy",
-        "HTTP_PROXY",
-        "https_proxy",
-        "HTTPS_PROXY",
-        "all_proxy",
-        "ALL_PROXY",
-        "no_proxy",
-        "NO_PROXY",
-    ] {
-        cmd.env_remove(v);
+    for v in ["http_proxy", "https_proxy", "all_proxy", "no_proxy"] {
+        cmd.env_remove(v).env_remove(v.to_uppercase());
     }
     cmd.envs(env.iter().copied());
     let out = tokio::time::timeout(Duration::from_secs(45), cmd.output())

@@ -2,7 +2,7 @@
 //! `x-gateway-egress-decision` header, the counter, the audit line — and
 //! nothing reaching the destination.
 
-use gateway_tests::{tpl, TestCa, Upstream};
+use gateway_tests::{TestCa, Upstream};
 
 use crate::common::*;
 
@@ -48,11 +48,10 @@ fn setup() -> Setup {
     let api = Upstream::named("api");
     let other = Upstream::named("other-port");
     let reports = Upstream::echo_tls("reports", &ca.issue(&["reports.partner.test"]));
-    let dir = tempfile::tempdir().expect("tempdir");
-    ca.write_pem(dir.path(), "ca.pem");
     let (eg, key) = Egress::for_functions(
-        dir,
-        &tpl(RULES, &[("port", &api.port()), ("tls", &reports.port())]),
+        Some(&ca),
+        RULES,
+        &[("port", &api.port()), ("tls", &reports.port())],
     );
     Setup {
         eg,
@@ -88,16 +87,14 @@ async fn refusals_are_403_name_the_reason_and_are_counted() {
     let auth_a = format!("Proxy-Authorization: Bearer {fn_a}");
     let auth_b = format!("Proxy-Authorization: Bearer {fn_b}");
     let (p, p2, pt) = (api.port(), other.port(), reports.port());
+    // curl arguments of `url` with a function's proxy token.
+    let as_fn = |auth: &String, url: String| vec![url, "--proxy-header".into(), auth.clone()];
 
     // (what, curl args, host, port, reason fragments, principal)
     let cases: Vec<Case> = vec![
         (
             "host not listed",
-            vec![
-                format!("http://evil.test:{p}/x"),
-                "--proxy-header".into(),
-                auth_a.clone(),
-            ],
+            as_fn(&auth_a, format!("http://evil.test:{p}/x")),
             "evil.test",
             p,
             vec!["host evil.test".into(), "not allowed".into()],
@@ -105,11 +102,7 @@ async fn refusals_are_403_name_the_reason_and_are_counted() {
         ),
         (
             "port not listed",
-            vec![
-                format!("http://{PARTNER}:{p2}/x"),
-                "--proxy-header".into(),
-                auth_a.clone(),
-            ],
+            as_fn(&auth_a, format!("http://{PARTNER}:{p2}/x")),
             PARTNER,
             p2,
             vec![
@@ -121,11 +114,7 @@ async fn refusals_are_403_name_the_reason_and_are_counted() {
         ),
         (
             "principal not listed",
-            vec![
-                format!("http://{PARTNER}:{p}/x"),
-                "--proxy-header".into(),
-                auth_b.clone(),
-            ],
+            as_fn(&auth_b, format!("http://{PARTNER}:{p}/x")),
             PARTNER,
             p,
             vec![
@@ -167,11 +156,7 @@ async fn refusals_are_403_name_the_reason_and_are_counted() {
         ),
         (
             "deny rule wins over an allow rule",
-            vec![
-                format!("http://admin.partner.test:{p}/x"),
-                "--proxy-header".into(),
-                auth_a.clone(),
-            ],
+            as_fn(&auth_a, format!("http://admin.partner.test:{p}/x")),
             "admin.partner.test",
             p,
             vec!["denied by rule block-admin".into()],
@@ -184,19 +169,16 @@ async fn refusals_are_403_name_the_reason_and_are_counted() {
         let r = curl_exchange(&eg, &all).await;
         let needles: Vec<&str> = needles.iter().map(String::as_str).collect();
         assert_refused(&eg, &format!("{what} (curl {args:?})"), &r, 403, &needles);
-        let lines = eg.egress_lines(1, |v| {
+        let line = format!(
+            "{what}: the line with decision deny, host {host}, port {port} and a reason naming {:?}",
+            needles[0]
+        );
+        let lines = eg.expect_lines(1, &line, |v| {
             v["decision"] == "deny"
                 && v["host"] == *host
                 && v["port"] == *port
                 && v["reason"].as_str().is_some_and(|s| s.contains(needles[0]))
         });
-        assert_eq!(
-            lines.len(),
-            1,
-            "{what}: expected one access-log line with decision deny, host {host}, port {port} and a reason naming {:?}; egress lines:\n{}",
-            needles[0],
-            eg.egress_log()
-        );
         assert_eq!(lines[0]["principal"], *principal, "{what}: {}", lines[0]);
         assert_eq!(lines[0]["status"], 403, "{what}: {}", lines[0]);
     }

@@ -3,7 +3,7 @@
 //! (`--proxy-header`) and reqwest (`Proxy::custom_http_auth`); bad tokens
 //! and missing credentials get 407 with `Proxy-Authenticate`.
 
-use gateway_tests::{jwt, tpl, TestCa, Upstream};
+use gateway_tests::{jwt, TestCa, Upstream};
 
 use crate::common::*;
 
@@ -37,14 +37,10 @@ fn setup() -> Setup {
     let a = Upstream::named("A");
     let a_tls = Upstream::echo_tls("A-tls", &ca.issue(&["a.partner.test"]));
     let b = Upstream::named("B");
-    let dir = tempfile::tempdir().expect("tempdir");
-    ca.write_pem(dir.path(), "ca.pem");
     let (eg, key) = Egress::for_functions(
-        dir,
-        &tpl(
-            RULES,
-            &[("a", &a.port()), ("a_tls", &a_tls.port()), ("b", &b.port())],
-        ),
+        Some(&ca),
+        RULES,
+        &[("a", &a.port()), ("a_tls", &a_tls.port()), ("b", &b.port())],
     );
     Setup {
         eg,
@@ -129,13 +125,9 @@ async fn each_function_reaches_only_its_own_hosts() {
     eg.assert_requests("allow", "fn-a-api", 2.0).await;
     eg.assert_requests("allow", "fn-b-api", 2.0).await;
     eg.assert_requests("deny", "none", 4.0).await;
-    let lines = eg.egress_lines(2, |v| v["principal"] == FN_A && v["decision"] == "allow");
-    assert_eq!(
-        lines.len(),
-        2,
-        "audit lines of fn-a's allowed requests:\n{}",
-        eg.egress_log()
-    );
+    let lines = eg.expect_lines(2, "audit lines of fn-a's allowed requests", |v| {
+        v["principal"] == FN_A && v["decision"] == "allow"
+    });
     assert!(
         lines.iter().all(|l| l["host"] == "a.partner.test"),
         "fn-a only reached a.partner.test: {lines:?}"
@@ -344,11 +336,9 @@ async fn bad_or_missing_credentials_get_407_with_a_challenge() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn require_credentials_refuses_anonymous_callers_with_407() {
     let up = Upstream::named("open");
-    let dir = tempfile::tempdir().expect("tempdir");
     let (eg, key) = Egress::for_functions(
-        dir,
-        &tpl(
-            r#"
+        None,
+        r#"
 egress:
   require_credentials: true
   caller_groups: [{name: functions, cidrs: [127.0.0.0/8]}]
@@ -356,8 +346,7 @@ egress:
   rules:
     - {name: open, hosts: [open.partner.test], ports: [${port}], allow_cidrs: [127.0.0.0/8]}
 "#,
-            &[("port", &up.port())],
-        ),
+        &[("port", &up.port())],
     );
     let url = format!("http://open.partner.test:{}/x", up.port());
     // No token (a caller group is not a credential): 407 with a bare challenge.

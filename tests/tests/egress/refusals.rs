@@ -5,8 +5,6 @@
 //! access-log line (`decision: deny`, `rule: none`, a `note` and a
 //! `reason`) and `gateway_egress_requests_total{decision="deny",rule="none"}`.
 
-use std::sync::Arc;
-
 use gateway_tests::{tpl, Gateway, LeafCert, TestCa, Upstream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -17,13 +15,8 @@ use crate::common::*;
 /// principal, the caller's address, a `reason` containing `reason`), and
 /// that it was counted once under `deny`/`none`.
 async fn assert_audited(eg: &Egress, note: &str, status: u16, reason: &str) {
-    let lines = eg.egress_lines(1, |v| v["note"] == note);
-    assert_eq!(
-        lines.len(),
-        1,
-        "one audit line with note {note:?} expected; egress lines:\n{}",
-        eg.egress_log()
-    );
+    let what = format!("the audit line with note {note:?}");
+    let lines = eg.expect_lines(1, &what, |v| v["note"] == note);
     let l = &lines[0];
     assert_eq!(l["kind"], "egress", "{l}");
     assert_eq!(l["listener"], "egress", "{l}");
@@ -62,8 +55,9 @@ async fn reload(eg: &Egress) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unparsable_request_is_answered_400_audited_and_counted() {
     let eg = Egress::start(
-        tempfile::tempdir().expect("tempdir"),
+        None,
         "egress:\n  rules:\n    - {name: partner, hosts: [api.partner.test]}\n",
+        &[],
     );
     assert_eq!(
         eg.gw
@@ -84,16 +78,7 @@ async fn an_unparsable_request_is_answered_400_audited_and_counted() {
 
 /// A TLS client presenting `leaf`, trusting `ca`, that resumes sessions.
 fn resuming_client(ca: &TestCa, leaf: &LeafCert) -> tokio_rustls::TlsConnector {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(ca.cert_der()).expect("CA certificate");
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .expect("TLS 1.3")
-        .with_root_certificates(roots)
-        .with_client_auth_cert(vec![leaf.cert_der()], leaf.key_der())
-        .expect("client certificate");
-    tokio_rustls::TlsConnector::from(Arc::new(config))
+    gateway_tests::rustls_connector(ca, Some(leaf), &[&rustls::version::TLS13], false)
 }
 
 /// Over TLS to the egress listener: `request`, then the whole answer.
@@ -210,8 +195,9 @@ egress:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_egress_listener_without_egress_config_answers_503_audited_and_counted() {
     let eg = Egress::start(
-        tempfile::tempdir().expect("tempdir"),
+        None,
         "egress:\n  rules:\n    - {name: partner, hosts: [api.partner.test]}\n",
+        &[],
     );
     // The listener keeps serving until a restart, its `egress:` block is gone.
     eg.gw.write_file(

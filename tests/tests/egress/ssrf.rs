@@ -5,7 +5,7 @@
 
 use std::net::SocketAddr;
 
-use gateway_tests::{tpl, Upstream};
+use gateway_tests::Upstream;
 
 use crate::common::*;
 
@@ -45,10 +45,7 @@ async fn setup() -> Setup {
     let v6 = Tap::start(v6_addr, TapMode::Relay(echo.addr()))
         .await
         .unwrap_or_else(|e| panic!("bind tap on {v6_addr} (IPv6 loopback needed): {e}"));
-    let eg = Egress::start(
-        tempfile::tempdir().expect("tempdir"),
-        &tpl(RULES, &[("port", &v4.port())]),
-    );
+    let eg = Egress::start(None, RULES, &[("port", &v4.port())]);
     Setup { eg, echo, v4, v6 }
 }
 

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use gateway_tests::{pseudo_random_bytes, tpl};
+use gateway_tests::pseudo_random_bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::common::*;
@@ -14,17 +14,15 @@ async fn start(mode: TapMode) -> (Egress, Tap) {
         .await
         .expect("bind tap");
     let eg = Egress::start(
-        tempfile::tempdir().expect("tempdir"),
-        &tpl(
-            r#"
+        None,
+        r#"
 egress:
   sni_must_match_connect: false
   dns: {static: {echo.partner.test: 127.0.0.1}}
   rules:
     - {name: raw-tcp, hosts: [echo.partner.test], ports: [${port}], allow_cidrs: [127.0.0.0/8]}
 "#,
-            &[("port", &tap.port())],
-        ),
+        &[("port", &tap.port())],
     );
     (eg, tap)
 }
@@ -62,13 +60,7 @@ async fn tunnel_passes_the_callers_half_close_and_the_answer_comes_back() {
         "the answer sent after the destination saw EOF must reach the half-closed caller intact"
     );
     drop(wr);
-    let lines = eg.egress_lines(1, |v| v["method"] == "CONNECT");
-    assert_eq!(
-        lines.len(),
-        1,
-        "one audit line per tunnel:\n{}",
-        eg.egress_log()
-    );
+    let lines = eg.expect_lines(1, "one audit line per tunnel", |v| v["method"] == "CONNECT");
     let l = &lines[0];
     assert_eq!(l["decision"], "allow", "{l}");
     assert_eq!(l["rule"], "raw-tcp", "{l}");

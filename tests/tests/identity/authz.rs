@@ -4,7 +4,7 @@
 
 use gateway_tests::jwt::{self, SigningKey};
 use gateway_tests::{
-    free_port, http_client, metric_value, mtls_client, tpl, Gateway, LeafCert, TestCa, Upstream,
+    free_port, http_client, metric_value, mtls_client, Gateway, LeafCert, TestCa, Upstream,
 };
 use serde_json::{json, Value};
 
@@ -158,10 +158,9 @@ async fn authorization_matrix_and_its_metrics() {
     b_ca.issue_svid(B_GW_ID, &[B_GW_HOST])
         .write(dir.path(), "gw-b.pem", "gw-b.key");
     std::fs::write(dir.path().join("jwks.json"), jwt::jwks_json(&[&key])).unwrap();
-    let (admin, http_port, tls_port) = (free_port(), free_port(), free_port());
-    let gw = Gateway::start_in(
-        dir,
-        &tpl(
+    let gw = Gateway::builder()
+        .in_dir(dir)
+        .config(
             r#"
 admin: {listen: "${ip}:${admin}"}
 trust_domains:
@@ -172,7 +171,7 @@ trust_domains:
         audiences: [edge]
         jwks_file: jwks.json
 listeners:
-  - {name: plain, listen: "${ip}:${http}"}
+  - {name: plain, listen: "${ip}:${port}"}
   - name: mesh
     listen: "${ip}:${tls}"
     tls: {cert: gw-b.pem, key: gw-b.key, client_auth: optional}
@@ -186,15 +185,14 @@ ${rules}
 "#,
             &[
                 ("ip", &B_GW_IP),
-                ("admin", &admin),
-                ("http", &http_port),
-                ("tls", &tls_port),
+                ("tls", &free_port()),
                 ("iss", &B_ISSUER),
                 ("up", &up.address()),
                 ("rules", &RULES),
             ],
-        ),
-    );
+        )
+        .start();
+    let (http_port, tls_port) = (gw.port(), gw.listener_addrs()[1].port());
 
     let plain = http_client();
     let tls_addr = sock(B_GW_IP, tls_port);

@@ -104,14 +104,7 @@ pub async fn send_ok(
 /// Asserts a 401 for an invalid token: `WWW-Authenticate` starts with
 /// `Bearer` and says `error="invalid_token"` with an `error_description`.
 pub fn assert_invalid_token(gw: &Gateway, what: &str, out: &Outcome) {
-    assert_eq!(
-        out.status,
-        401,
-        "{what}: expected 401, got {} (body {:?})\n--- gateway stderr ---\n{}",
-        out.status,
-        out.body,
-        tail(&gw.stderr(), 30)
-    );
+    assert_status(gw, what, out, 401);
     let challenge = out
         .www_authenticate
         .as_deref()
@@ -128,14 +121,7 @@ pub fn assert_invalid_token(gw: &Gateway, what: &str, out: &Outcome) {
 
 /// Asserts a 401 for a missing credential: `WWW-Authenticate: Bearer...`.
 pub fn assert_unauthenticated(gw: &Gateway, what: &str, out: &Outcome) {
-    assert_eq!(
-        out.status,
-        401,
-        "{what}: expected 401, got {} (body {:?})\n--- gateway stderr ---\n{}",
-        out.status,
-        out.body,
-        tail(&gw.stderr(), 30)
-    );
+    assert_status(gw, what, out, 401);
     let challenge = out.www_authenticate.as_deref().unwrap_or_default();
     assert!(
         challenge.starts_with("Bearer"),

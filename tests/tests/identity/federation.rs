@@ -8,9 +8,7 @@
 //! ```
 
 use gateway_tests::jwt::{self, SigningKey};
-use gateway_tests::{
-    free_port, http_client, mtls_client, sha256_hex, tpl, Gateway, TestCa, Upstream,
-};
+use gateway_tests::{http_client, mtls_client, sha256_hex, Gateway, TestCa, Upstream};
 use serde_json::json;
 
 use crate::common::*;
@@ -46,10 +44,9 @@ fn start_federation() -> Federation {
         .write(a_dir.path(), "gw-a.pem", "gw-a.key");
     std::fs::write(a_dir.path().join("b-jwks.json"), jwt::jwks_json(&[&b_key])).unwrap();
     std::fs::write(a_dir.path().join("token-a.key"), a_signer.private_key_pem()).unwrap();
-    let (a_admin, a_tls_port) = (free_port(), free_port());
-    let a = Gateway::start_in(
-        a_dir,
-        &tpl(
+    let a = Gateway::builder()
+        .in_dir(a_dir)
+        .config(
             r#"
 admin: {listen: "${a_ip}:${admin}"}
 trust_domains:
@@ -67,7 +64,7 @@ token_issuer:
   kid: gw-a-1
 listeners:
   - name: border
-    listen: "${a_ip}:${tls}"
+    listen: "${a_ip}:${port}"
     tls:
       cert: gw-a.pem
       key: gw-a.key
@@ -89,15 +86,14 @@ routes:
 "#,
             &[
                 ("a_ip", &A_GW_IP),
-                ("admin", &a_admin),
-                ("tls", &a_tls_port),
                 ("b_issuer", &B_ISSUER),
                 ("a_token_issuer", &A_TOKEN_ISSUER),
                 ("orders", &orders.address()),
                 ("aud", &ORDERS_AUD),
             ],
-        ),
-    );
+        )
+        .start();
+    let a_tls_port = a.port();
 
     // Cluster B's gateway: a plain listener for its workloads, and cluster
     // A's gateway as an interconnect cluster verified against A's CA.
@@ -106,10 +102,9 @@ routes:
     b_ca.write_pem(b_dir.path(), "b-ca.pem");
     let b_svid = b_ca.issue_svid(B_GW_ID, &[B_GW_HOST]);
     b_svid.write(b_dir.path(), "gw-b.pem", "gw-b.key");
-    let (b_admin, b_port) = (free_port(), free_port());
-    let b = Gateway::start_in(
-        b_dir,
-        &tpl(
+    let b = Gateway::builder()
+        .in_dir(b_dir)
+        .config(
             r#"
 admin: {listen: "${b_ip}:${admin}"}
 trust_domains:
@@ -132,14 +127,13 @@ routes:
 "#,
             &[
                 ("b_ip", &B_GW_IP),
-                ("admin", &b_admin),
-                ("port", &b_port),
                 ("a_ip", &A_GW_IP),
                 ("a_tls", &a_tls_port),
                 ("a_host", &A_GW_HOST),
             ],
-        ),
-    );
+        )
+        .start();
+    let b_port = b.port();
     Federation {
         a,
         b,

@@ -180,20 +180,14 @@ async fn bad_client_certificates_fail_the_handshake() {
     let dir = f.gw.dir();
     let https = format!("https://{A_GW_HOST}:{}/refused/curl", f.port);
     let resolve = format!("{A_GW_HOST}:{}:{A_GW_IP}", f.port);
-    let out = curl(
-        &[
-            "--cacert",
-            "a-ca.pem",
-            "--resolve",
-            &resolve,
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            &https,
-        ],
-        dir,
-    );
+    // curl's exit code and `%{http_code}` for `https`, with `extra` arguments.
+    let curl_code = |extra: &[&str]| {
+        let mut args = vec!["--cacert", "a-ca.pem", "--resolve", &resolve];
+        args.extend_from_slice(extra);
+        args.extend(["-o", "/dev/null", "-w", "%{http_code}", &https]);
+        curl(&args, dir)
+    };
+    let out = curl_code(&[]);
     assert!(
         out.code != Some(0) && out.stdout.trim() == "000",
         "curl without a client certificate must fail (non-zero exit, no HTTP status): {out:?}"
@@ -204,24 +198,7 @@ async fn bad_client_certificates_fail_the_handshake() {
     let rogue = rogue_ca.issue_svid(web_id, &[]);
     assert_handshake_refused(&f, "unknown CA", Some(&rogue)).await;
     rogue.write(dir, "rogue.pem", "rogue.key");
-    let out = curl(
-        &[
-            "--cacert",
-            "a-ca.pem",
-            "--resolve",
-            &resolve,
-            "--cert",
-            "rogue.pem",
-            "--key",
-            "rogue.key",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            &https,
-        ],
-        dir,
-    );
+    let out = curl_code(&["--cert", "rogue.pem", "--key", "rogue.key"]);
     assert!(
         out.code != Some(0) && out.stdout.trim() == "000",
         "curl with a certificate from an unknown CA must fail (non-zero exit, no HTTP status): {out:?}"

@@ -50,15 +50,7 @@ async fn all_healthy_traffic_stays_in_the_local_zone() {
 async fn half_the_local_zone_down_spills_per_envoys_formula() {
     let topo = Topo::new();
     let (gw, port) = start_topo(&topo, "failover", 1);
-    topo.up("a2").set_healthy(false);
-    let took = gw
-        .metric(
-            "gateway_endpoint_healthy",
-            &[("cluster", CLUSTER), ("zone", "a")],
-        )
-        .within(Duration::from_secs(5))
-        .eventually_eq(1.0)
-        .await;
+    let took = topo.fail_health(&gw, "a2", 1.0).await;
     eprintln!("a2 marked unhealthy {took:?} after its health endpoint failed");
 
     let m0 = gw.metrics().await;
@@ -112,22 +104,26 @@ async fn zone_failover_to_region_then_remote_and_back() {
         "all healthy: expected zone a from the first request"
     );
 
-    // Zone a fails its health checks.
-    let t = Instant::now();
-    topo.set_zone_healthy('a', false);
-    let (to_b, _) = time_until_all_in(&client, port, 'b', t, limit).await;
-    let d = topo.fire(port, 300, 4).await;
+    // A zone fails its health checks: how long until every request lands
+    // in `to`, then where 300 requests go.
+    let fail = |down: char, to: char| {
+        let (client, topo) = (&client, &topo);
+        async move {
+            let t = Instant::now();
+            topo.set_zone_healthy(down, false);
+            let (took, _) = time_until_all_in(client, port, to, t, limit).await;
+            (took, topo.fire(port, 300, 4).await)
+        }
+    };
+    // Zone a fails.
+    let (to_b, d) = fail('a', 'b').await;
     assert_eq!(
         zones(&d),
         (0, 300, 0),
         "zone a down: expected all 300 requests in zone b, got {d:?}"
     );
-
     // Zone b fails too: the remote zone c (other region, other cluster).
-    let t = Instant::now();
-    topo.set_zone_healthy('b', false);
-    let (to_c, _) = time_until_all_in(&client, port, 'c', t, limit).await;
-    let d = topo.fire(port, 300, 4).await;
+    let (to_c, d) = fail('b', 'c').await;
     assert_eq!(
         zones(&d),
         (0, 0, 300),
@@ -189,13 +185,7 @@ async fn zone_failover_to_region_then_remote_and_back() {
 async fn local_only_never_leaves_the_zone() {
     let topo = Topo::new();
     let (gw, port) = start_topo(&topo, "local_only", 1);
-    let zone_a = [("cluster", CLUSTER), ("zone", "a")];
-
-    topo.up("a2").set_healthy(false);
-    gw.metric("gateway_endpoint_healthy", &zone_a)
-        .within(Duration::from_secs(5))
-        .eventually_eq(1.0)
-        .await;
+    topo.fail_health(&gw, "a2", 1.0).await;
     let half = topo.fire(port, 300, 4).await;
     assert_eq!(
         (
@@ -208,11 +198,7 @@ async fn local_only_never_leaves_the_zone() {
         "local_only, a2 unhealthy: expected all 300 on a1 and none elsewhere, got {half:?}"
     );
 
-    topo.up("a1").set_healthy(false);
-    gw.metric("gateway_endpoint_healthy", &zone_a)
-        .within(Duration::from_secs(5))
-        .eventually_eq(0.0)
-        .await;
+    topo.fail_health(&gw, "a1", 0.0).await;
     let none = topo.fire(port, 300, 4).await;
     eprintln!("local_only: a2 down {half:?}; zone a all down (panic within the zone) {none:?}");
     assert_eq!(
@@ -261,15 +247,7 @@ async fn endpoint_health_and_cross_zone_bytes_metrics() {
         "only zone-a traffic: no cross-zone bytes"
     );
 
-    topo.up("a1").set_healthy(false);
-    let took = gw
-        .metric(
-            "gateway_endpoint_healthy",
-            &[("cluster", CLUSTER), ("zone", "a")],
-        )
-        .within(Duration::from_secs(5))
-        .eventually_eq(1.0)
-        .await;
+    let took = topo.fail_health(&gw, "a1", 1.0).await;
     let m = gw.metrics().await;
     assert_eq!(
         (healthy(&m, "a"), healthy(&m, "b"), healthy(&m, "c")),

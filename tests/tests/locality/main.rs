@@ -70,6 +70,18 @@ impl Topo {
         self.zone(zone).for_each(|u| u.set_healthy(healthy));
     }
 
+    /// Makes `name`'s health endpoint fail and waits (up to 5 s) until
+    /// zone a of `gw`'s [`CLUSTER`] counts `healthy_left` healthy endpoints;
+    /// returns how long that took.
+    async fn fail_health(&self, gw: &Gateway, name: &str, healthy_left: f64) -> Duration {
+        self.up(name).set_healthy(false);
+        let zone_a = [("cluster", CLUSTER), ("zone", "a")];
+        gw.metric("gateway_endpoint_healthy", &zone_a)
+            .within(Duration::from_secs(5))
+            .eventually_eq(healthy_left)
+            .await
+    }
+
     /// Requests served so far, per upstream.
     fn counts(&self) -> Counts {
         self.ups
@@ -134,11 +146,8 @@ fn cross_zone_bytes(m: &str) -> f64 {
 
 /// Requests per zone: (a, b, c).
 fn zones(counts: &Counts) -> (u64, u64, u64) {
-    (
-        zone_sum(counts, 'a'),
-        zone_sum(counts, 'b'),
-        zone_sum(counts, 'c'),
-    )
+    let zone = |z| zone_sum(counts, z);
+    (zone('a'), zone('b'), zone('c'))
 }
 
 /// Sum of `counts` over the endpoints of `zone`.

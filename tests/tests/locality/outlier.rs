@@ -46,6 +46,22 @@ async fn status_of(client: &reqwest::Client, port: u16) -> u16 {
         .as_u16()
 }
 
+/// `gateway_outlier_ejections_total{cluster}` now.
+async fn ejections(gw: &Gateway, cluster: &str) -> f64 {
+    let name = "gateway_outlier_ejections_total";
+    gw.metric(name, &[("cluster", cluster)]).value().await
+}
+
+/// Sends `n` requests, asserting each is a 200; returns how many of them
+/// each of `ups` got.
+async fn window(client: &reqwest::Client, port: u16, ups: &[&Upstream], n: usize) -> Vec<u64> {
+    let before: Vec<u64> = ups.iter().map(|u| u.count()).collect();
+    for _ in 0..n {
+        assert_eq!(status_of(client, port).await, 200);
+    }
+    ups.iter().zip(before).map(|(u, b)| u.count() - b).collect()
+}
+
 /// What [`eject_and_time_return`] saw.
 struct Ejection {
     /// Statuses of the requests until the ejecting 500.
@@ -156,13 +172,9 @@ async fn outlier_5xx_ejects_and_returns_after_base_time() {
     );
     assert_ejection_lasted(&first, Duration::from_secs(1), "first ejection");
     // Back in rotation: round robin again.
-    let before = (good.count(), bad.count());
-    for _ in 0..20 {
-        assert_eq!(status_of(&client, port).await, 200);
-    }
-    let got = (good.count() - before.0, bad.count() - before.1);
+    let got = window(&client, port, &[&good, &bad], 20).await;
     assert!(
-        got.0.abs_diff(got.1) <= 1,
+        got[0].abs_diff(got[1]) <= 1,
         "after return: expected 10/10 (+/-1) between good and bad, got {got:?}"
     );
 
@@ -177,9 +189,8 @@ async fn outlier_5xx_ejects_and_returns_after_base_time() {
         Duration::from_millis(1500),
         "second ejection (min(2 x base, max_ejection_time))",
     );
-    let m = gw.metrics().await;
     assert_eq!(
-        metric(&m, "gateway_outlier_ejections_total", &[("cluster", "od")]),
+        ejections(&gw, "od").await,
         2.0,
         "expected two ejections counted"
     );
@@ -187,10 +198,7 @@ async fn outlier_5xx_ejects_and_returns_after_base_time() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outlier_max_ejection_percent_caps_ejections() {
-    let ups: Vec<Upstream> = ["e0", "e1", "e2", "e3"]
-        .iter()
-        .map(|n| Upstream::switchable(n))
-        .collect();
+    let ups = Upstream::switchable_n("e", 4);
     for u in &ups[1..] {
         u.set_failing(true);
     }
@@ -214,8 +222,7 @@ async fn outlier_max_ejection_percent_caps_ejections() {
         .zip(&before)
         .map(|(u, b)| u.count() - b)
         .collect();
-    let m = gw.metrics().await;
-    let ejections = metric(&m, "gateway_outlier_ejections_total", &[("cluster", "od")]);
+    let ejections = ejections(&gw, "od").await;
     eprintln!(
         "3 of 4 failing, max_ejection_percent 50: window of 200 requests per endpoint \
          [e0 e1 e2 e3] = {window:?}, statuses {statuses:?}, ejections {ejections}"
@@ -271,9 +278,8 @@ async fn outlier_connect_failures_eject_a_dead_endpoint() {
         "after the ejection every request goes to the live endpoint: {statuses:?}"
     );
     assert_eq!(good.count(), 28, "the live endpoint served the other 28");
-    let m = gw.metrics().await;
     assert_eq!(
-        metric(&m, "gateway_outlier_ejections_total", &[("cluster", "od")]),
+        ejections(&gw, "od").await,
         1.0,
         "expected one ejection counted"
     );
@@ -312,7 +318,9 @@ async fn health_state_survives_reload_of_an_unchanged_cluster() {
     let e1 = Upstream::switchable("e1");
     let e2 = Upstream::switchable("e2");
     e2.set_failing(true);
-    let gw = reload_config(Gateway::builder(), &e1.address(), &e2.address(), 204, "2s").start();
+    let config =
+        |b, status, connect| reload_config(b, &e1.address(), &e2.address(), status, connect);
+    let gw = config(Gateway::builder(), 204, "2s").start();
     let port = gw.port();
     let client = http_client();
     for _ in 0..10 {
@@ -322,13 +330,7 @@ async fn health_state_survives_reload_of_an_unchanged_cluster() {
     e2.set_failing(false); // healthy now, but ejected for 30 s
 
     // An unrelated route changes: cluster `kept` is carried over.
-    gw.rewrite(reload_config(
-        gw.same_ports(),
-        &e1.address(),
-        &e2.address(),
-        205,
-        "2s",
-    ));
+    gw.rewrite(config(gw.same_ports(), 205, "2s"));
     gw.wait_generation(2).await;
     let r = client
         .get(url(port, "/unrelated"))
@@ -336,46 +338,23 @@ async fn health_state_survives_reload_of_an_unchanged_cluster() {
         .await
         .expect("request");
     assert_eq!(r.status(), 205, "generation 2 serves the changed route");
-    let before = (e1.count(), e2.count());
-    for _ in 0..60 {
-        assert_eq!(status_of(&client, port).await, 200);
-    }
-    let kept = (e1.count() - before.0, e2.count() - before.1);
+    let kept = window(&client, port, &[&e1, &e2], 60).await;
     assert_eq!(
         kept,
-        (60, 0),
+        [60, 0],
         "unchanged cluster across a reload: the ejected e2 must stay ejected (expected e1/e2 = 60/0), got {kept:?}"
     );
 
     // The cluster itself changes: a new cluster, fresh health state.
-    gw.rewrite(reload_config(
-        gw.same_ports(),
-        &e1.address(),
-        &e2.address(),
-        205,
-        "1s",
-    ));
+    gw.rewrite(config(gw.same_ports(), 205, "1s"));
     gw.wait_generation(3).await;
-    let before = (e1.count(), e2.count());
-    for _ in 0..60 {
-        assert_eq!(status_of(&client, port).await, 200);
-    }
-    let fresh = (e1.count() - before.0, e2.count() - before.1);
+    let fresh = window(&client, port, &[&e1, &e2], 60).await;
     eprintln!("reload: unrelated change e1/e2 = {kept:?}; cluster change e1/e2 = {fresh:?}");
     assert!(
-        fresh.0.abs_diff(30) <= 1 && fresh.1.abs_diff(30) <= 1,
+        fresh[0].abs_diff(30) <= 1 && fresh[1].abs_diff(30) <= 1,
         "changed cluster: state resets, e2 takes traffic again (expected 30/30 +/- 1), got {fresh:?}"
     );
-    let m = gw.metrics().await;
-    assert_eq!(
-        metric(
-            &m,
-            "gateway_outlier_ejections_total",
-            &[("cluster", "kept")]
-        ),
-        1.0,
-        "one ejection in total"
-    );
+    assert_eq!(ejections(&gw, "kept").await, 1.0, "one ejection in total");
 }
 
 // ---------------------------------------------------------------------------
@@ -391,10 +370,7 @@ async fn health_state_survives_reload_of_an_unchanged_cluster() {
 /// (5/6 vs 1/6), where the all-endpoints schedule is filtered to zone a.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn round_robin_is_even_among_the_endpoints_left() {
-    let ups: Vec<Upstream> = ["e0", "e1", "e2", "e3"]
-        .iter()
-        .map(|n| Upstream::switchable(n))
-        .collect();
+    let ups = Upstream::switchable_n("e", 4);
     ups[1].set_failing(true);
     ups[2].set_failing(true);
     let addrs: Vec<String> = ups.iter().map(Upstream::address).collect();
@@ -406,21 +382,8 @@ async fn round_robin_is_even_among_the_endpoints_left() {
     for _ in 0..8 {
         status_of(&client, port).await;
     }
-    let m = gw.metrics().await;
-    assert_eq!(
-        metric(&m, "gateway_outlier_ejections_total", &[("cluster", "od")]),
-        2.0,
-        "setup: e1 and e2 ejected"
-    );
-    let before: Vec<u64> = ups.iter().map(Upstream::count).collect();
-    for _ in 0..200 {
-        assert_eq!(status_of(&client, port).await, 200);
-    }
-    let window: Vec<u64> = ups
-        .iter()
-        .zip(&before)
-        .map(|(u, b)| u.count() - b)
-        .collect();
+    assert_eq!(ejections(&gw, "od").await, 2.0, "setup: e1 and e2 ejected");
+    let window = window(&client, port, &ups.iter().collect::<Vec<_>>(), 200).await;
     assert!(
         window[0].abs_diff(100) <= 2 && window[3].abs_diff(100) <= 2,
         "two equal-weight endpoints left: expected e0/e3 = 100/100 (+/-2) of 200, got [e0 e1 e2 e3] = {window:?}"
