@@ -103,7 +103,9 @@ impl LeanApp {
         reuse: bool,
         error: Option<Box<Error>>,
     ) -> Option<ReusableHttpStream> {
-        self.hooks.logging(&mut session, error.as_deref(), ctx).await;
+        self.hooks
+            .logging(&mut session, error.as_deref(), ctx)
+            .await;
         if let Some(e) = error {
             session.downstream_session.on_proxy_failure(e);
         }
@@ -182,7 +184,11 @@ impl LeanApp {
         if let Err(e) = upstream_head(&mut req) {
             return Tried::failed(true, e.into_down());
         }
-        if let Err(e) = self.hooks.upstream_request_filter(session, &mut req, ctx).await {
+        if let Err(e) = self
+            .hooks
+            .upstream_request_filter(session, &mut req, ctx)
+            .await
+        {
             return Tried::failed(true, e);
         }
         let has_body = !session.is_body_empty();
@@ -356,4 +362,94 @@ fn frame_for_keepalive(
         resp.insert_header(header::TRANSFER_ENCODING, "chunked")?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(fields: &[(&str, &str)]) -> RequestHeader {
+        let mut req = RequestHeader::build("GET", b"/chat", None).expect("request");
+        for (name, value) in fields {
+            req.append_header(name.to_string(), *value).expect("field");
+        }
+        req
+    }
+
+    fn field<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a str> {
+        req.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    #[test]
+    fn a_websocket_handshake_keeps_exactly_its_upgrade_fields() {
+        let mut req = request(&[
+            ("connection", "keep-alive, Upgrade, x-secret"),
+            ("upgrade", "WebSocket"),
+            ("x-secret", "hop"),
+            ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+            ("keep-alive", "timeout=5"),
+        ]);
+        upstream_head(&mut req).expect("head");
+        assert_eq!(field(&req, "connection"), Some("Upgrade"));
+        assert_eq!(field(&req, "upgrade"), Some("websocket"));
+        assert_eq!(field(&req, "x-secret"), None, "nominated by Connection");
+        assert_eq!(field(&req, "keep-alive"), None);
+        assert!(field(&req, "sec-websocket-key").is_some());
+    }
+
+    #[test]
+    fn other_upgrades_and_h2c_are_not_passed_on() {
+        for upgrade in ["h2c", "TLS/1.2"] {
+            let mut req = request(&[
+                ("connection", "Upgrade, HTTP2-Settings"),
+                ("upgrade", upgrade),
+                ("http2-settings", "AAMAAABkAAQAAP__"),
+            ]);
+            upstream_head(&mut req).expect("head");
+            for name in ["connection", "upgrade", "http2-settings"] {
+                assert_eq!(field(&req, name), None, "{upgrade}: {name}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_body_framing_stays() {
+        let mut req = request(&[("transfer-encoding", "chunked"), ("te", "trailers")]);
+        upstream_head(&mut req).expect("head");
+        assert_eq!(field(&req, "transfer-encoding"), Some("chunked"));
+        assert_eq!(field(&req, "te"), None);
+    }
+
+    #[test]
+    fn a_close_delimited_answer_goes_on_chunked() {
+        let get = request(&[]);
+        let mut resp = ResponseHeader::build(200, None).expect("response");
+        resp.set_version(Version::HTTP_10);
+        frame_for_keepalive(&get, &mut resp, false).expect("frame");
+        assert_eq!(resp.version, Version::HTTP_11);
+        assert_eq!(
+            resp.headers.get("transfer-encoding").map(|v| v.as_bytes()),
+            Some(&b"chunked"[..])
+        );
+        // Nothing to frame: HEAD, 204/304, 101, a sized body, a header-only answer.
+        let head = RequestHeader::build("HEAD", b"/", None).expect("head");
+        for (req, status, length, end) in [
+            (&head, 200, None, false),
+            (&get, 204, None, false),
+            (&get, 304, None, false),
+            (&get, 101, None, false),
+            (&get, 200, Some("3"), false),
+            (&get, 200, None, true),
+        ] {
+            let mut resp = ResponseHeader::build(status, None).expect("response");
+            if let Some(n) = length {
+                resp.insert_header("content-length", n).expect("length");
+            }
+            frame_for_keepalive(req, &mut resp, end).expect("frame");
+            assert!(
+                !resp.headers.contains_key("transfer-encoding"),
+                "{status} {length:?} {end}"
+            );
+        }
+    }
 }

@@ -95,6 +95,10 @@ impl ProxyHttp for GatewayProxy {
         ctx: &mut Self::CTX,
     ) -> pingora::Result<bool> {
         ctx.count_active();
+        // Pipelined requests are answered in order (RFC 9112 §9.3.2), not
+        // dropped with the connection: Pingora keeps the bytes read past
+        // this request for the next one once asked to.
+        session.set_pipelining_enabled(true);
         if self
             .gateway
             .draining

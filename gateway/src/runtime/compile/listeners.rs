@@ -22,7 +22,12 @@ impl Compiler<'_> {
         let proxy = l.mode == config::ListenerMode::Proxy;
         match l.engine {
             Some(Lean) if !proxy => {
-                self.err(Section::Listeners, i, "engine", "`engine: lean` serves proxy listeners only");
+                self.err(
+                    Section::Listeners,
+                    i,
+                    "engine",
+                    "`engine: lean` serves proxy listeners only",
+                );
             }
             Some(Lean) => {
                 if let Some(c) = h2_cluster {
