@@ -107,6 +107,10 @@ impl ProxyHttp for GatewayProxy {
             session.set_keepalive(None);
         }
         forwarding::take_in(session, ctx)?;
+        if let Err(why) = forwarding::settle_host(session.req_header_mut(), ctx) {
+            let body = Bytes::from(format!("bad request: {why}\n"));
+            return respond::early(session, ctx, 400, body).await;
+        }
         identity::strip(session.req_header_mut());
         if let Err(e) = forwarding::normalize_path(session.req_header_mut()) {
             let body = Bytes::from(format!("bad request: {e}\n"));
