@@ -256,7 +256,10 @@ impl LeanApp {
                 }
             }
         }
-        Ok(!upgraded && upstream.will_keepalive())
+        // Offered back to the pool; the connector keeps it only if the
+        // response allows (`respect_keepalive`: not after a 101, not a
+        // close-delimited body, nothing read past the end).
+        Ok(true)
     }
 
     /// One piece of the request body through `request_body_filter` to the

@@ -89,8 +89,10 @@ pub fn settle_host(req: &mut RequestHeader, ctx: &mut RequestCtx) -> Result<(), 
     if req.version != http::Version::HTTP_2 {
         // Pingora keeps an absolute-form target in the raw path (and has
         // already refused one whose authority differs from `Host`).
-        let absolute = http::Uri::try_from(req.raw_path())
-            .ok()
+        let raw = req.raw_path();
+        let absolute = (!raw.starts_with(b"/"))
+            .then(|| http::Uri::try_from(raw).ok())
+            .flatten()
             .filter(|u| u.authority().is_some());
         if let Some(target) = absolute {
             let authority = target.authority().map_or("", |a| a.as_str());
