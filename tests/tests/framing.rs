@@ -2,7 +2,7 @@
 //! are answered in order on the same connection, as NGINX and Envoy do
 //! (Pingora does once asked to, and both gateway paths ask); a request
 //! carries exactly one `Host` (§3.2); an absolute-form target is routed by
-//! its authority (§3.2.2).
+//! its authority (§3.2.2); and the upstream side keeps its connections.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -159,4 +159,24 @@ async fn an_absolute_form_target_is_routed_by_its_authority() {
     .await;
     assert_eq!(conflict.status, 400);
     assert_eq!(other.count(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sequential_requests_share_one_pooled_upstream_connection() {
+    let up = Upstream::named("a");
+    let gw = Gateway::builder()
+        .cluster("c", &[&up], "")
+        .route("{name: all, cluster: c}")
+        .start();
+    for i in 0..20 {
+        let resp = gw.get(&format!("/seq/{i}")).await;
+        assert_eq!(resp.status(), 200);
+    }
+    assert_eq!(up.count(), 20);
+    // At most one per worker thread (the fixture's gateway runs two).
+    let opened = up.connections();
+    assert!(
+        opened <= 2,
+        "20 requests opened {opened} upstream connections"
+    );
 }
