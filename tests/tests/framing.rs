@@ -180,3 +180,21 @@ async fn sequential_requests_share_one_pooled_upstream_connection() {
         "20 requests opened {opened} upstream connections"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_shorter_than_the_h2c_preface_is_answered_on_the_lean_path() {
+    // Pingora's `ProxyHttp` peeks for all 24 preface bytes first, so there
+    // an 18-byte request waits for more; the lean path reads only while the
+    // bytes could still be the preface.
+    let up = Upstream::named("a");
+    let gw = Gateway::builder()
+        .listener("engine: lean")
+        .cluster("c", &[&up], "")
+        .route("{name: all, cluster: c}")
+        .start();
+    let short = "GET / HTTP/1.0\r\n\r\n";
+    assert!(short.len() < 24);
+    let a = exchange(&gw, short).await;
+    assert_eq!(a.status, 200);
+    assert_eq!(a.upstream.as_deref(), Some("a"));
+}

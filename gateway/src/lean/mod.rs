@@ -35,6 +35,7 @@ use bytes::{BufMut, BytesMut};
 use pingora::apps::ServerApp;
 use pingora::connectors::http::Connector;
 use pingora::modules::http::HttpModules;
+use pingora::protocols::l4::stream::Stream as L4Stream;
 use pingora::protocols::{Stream, ALPN};
 use pingora::proxy::{HttpProxy, Session};
 use pingora::server::ShutdownWatch;
@@ -81,21 +82,48 @@ impl LeanApp {
             h2c,
         }
     }
+}
 
-    /// Whether `stream` speaks HTTP/2: by ALPN, or by the h2c preface.
-    async fn is_h2(&self, stream: &mut Stream) -> Option<bool> {
-        if stream.get_ssl_digest().is_some() {
-            return Some(matches!(stream.selected_alpn_proto(), Some(ALPN::H2)));
+/// How a new connection speaks.
+enum Opening {
+    /// HTTP/2: by ALPN, or by the h2c preface (put back on the stream).
+    H2(Stream),
+    /// HTTP/1, with the first bytes already read if any.
+    H1(Stream, Option<BytesMut>),
+}
+
+/// Tells HTTP/2 from HTTP/1 on a new connection. On a plaintext h2c
+/// listener the first bytes are read only while they could still be the
+/// preface: unlike Pingora's peek of a full 24 bytes, an HTTP/1 request
+/// shorter than the preface is answered rather than left waiting.
+async fn opening(mut stream: Stream, h2c: bool) -> Option<Opening> {
+    if stream.get_ssl_digest().is_some() {
+        let h2 = matches!(stream.selected_alpn_proto(), Some(ALPN::H2));
+        return Some(if h2 {
+            Opening::H2(stream)
+        } else {
+            Opening::H1(stream, None)
+        });
+    }
+    if !h2c {
+        return Some(Opening::H1(stream, None));
+    }
+    let mut head = BytesMut::with_capacity(HEADER_BUF);
+    loop {
+        let read = tokio::time::timeout(KEEPALIVE, stream.read_buf(&mut head)).await;
+        if !matches!(read, Ok(Ok(n)) if n > 0) {
+            return None;
         }
-        if !self.h2c {
-            return Some(false);
+        let seen = head.len().min(H2_PREFACE.len());
+        if head[..seen] != H2_PREFACE[..seen] {
+            return Some(Opening::H1(stream, Some(head)));
         }
-        let mut buf = [0u8; H2_PREFACE.len()];
-        // Like Pingora's: an HTTP/1 request shorter than the preface waits
-        // for more bytes (or the keep-alive timeout).
-        match stream.try_peek(&mut buf).await {
-            Ok(peeked) => Some(peeked && buf == H2_PREFACE),
-            Err(_) => None,
+        if seen == H2_PREFACE.len() {
+            // Plaintext streams are Pingora's L4 stream, which can put
+            // bytes back for the HTTP/2 server to read.
+            let mut l4 = stream.into_any().downcast::<L4Stream>().ok()?;
+            l4.rewind(&head);
+            return Some(Opening::H2(l4));
         }
     }
 }
@@ -104,13 +132,13 @@ impl LeanApp {
 impl ServerApp for LeanApp {
     async fn process_new(
         self: &Arc<Self>,
-        mut stream: Stream,
+        stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
-        if self.is_h2(&mut stream).await? {
-            return self.h2.process_new(stream, shutdown).await;
-        }
-        let mut prefix = None;
+        let (mut stream, mut prefix) = match opening(stream, self.h2c).await? {
+            Opening::H2(stream) => return self.h2.process_new(stream, shutdown).await,
+            Opening::H1(stream, head) => (stream, head),
+        };
         loop {
             let head = match prefix.take() {
                 Some(p) => p,

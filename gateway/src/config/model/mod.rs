@@ -185,13 +185,13 @@ pub struct Listener {
     /// listeners, whose idle connections hold no buffer. 0 turns it off.
     #[serde(default)]
     pub read_buffer_bytes: Option<usize>,
-    /// Which implementation serves HTTP/1 here: `proxy_http` (Pingora's
-    /// `ProxyHttp` service) or `lean` (the lean HTTP/1 path: the same
-    /// policy steps, less memory per idle connection and less CPU per
-    /// request; HTTP/2 upstreams not yet). HTTP/2 connections are served by
-    /// `proxy_http` either way. Default: the `GATEWAY_DEFAULT_ENGINE`
-    /// environment variable if set (how CI runs the suite on both), else
-    /// `proxy_http`.
+    /// Which implementation serves HTTP/1 here: `lean` (the lean HTTP/1
+    /// path: the same policy steps, less memory per idle connection and
+    /// less CPU per request; no HTTP/2 upstreams yet) or `proxy_http`
+    /// (Pingora's `ProxyHttp` service). HTTP/2 connections are served by
+    /// `proxy_http` either way. Default: `lean`, or `proxy_http` while any
+    /// cluster speaks HTTP/2; the `GATEWAY_DEFAULT_ENGINE` environment
+    /// variable changes it (how CI runs the suite on both).
     #[serde(default)]
     pub engine: Option<ListenerEngine>,
 }
@@ -201,9 +201,9 @@ pub struct Listener {
 #[serde(rename_all = "snake_case")]
 pub enum ListenerEngine {
     /// Pingora's `ProxyHttp` service.
-    #[default]
     ProxyHttp,
     /// The lean HTTP/1 path (`gateway/src/lean`).
+    #[default]
     Lean,
 }
 filters::config_enum!(ListenerEngine { ProxyHttp = "proxy_http", Lean = "lean" });

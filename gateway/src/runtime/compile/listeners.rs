@@ -10,9 +10,9 @@ const DEFAULT_TLS_READ_BUFFER: usize = 16 * 1024;
 const MAX_READ_BUFFER: usize = 1024 * 1024;
 
 impl Compiler<'_> {
-    /// The listener's engine: its `engine`, else `GATEWAY_DEFAULT_ENGINE`
-    /// where the lean path can serve (proxy listeners, HTTP/1 clusters),
-    /// else `proxy_http`. An explicit `lean` where it cannot is an error.
+    /// The listener's engine: its `engine`, else the default
+    /// (`GATEWAY_DEFAULT_ENGINE`, else `lean`) where the lean path can serve
+    /// (proxy listeners, HTTP/1 clusters), else `proxy_http`. An explicit `lean` where it cannot is an error.
     fn engine(&mut self, cfg: &Config, i: usize, l: &config::Listener) -> config::ListenerEngine {
         use config::ListenerEngine::{Lean, ProxyHttp};
         let h2_cluster = cfg
@@ -211,10 +211,10 @@ impl Compiler<'_> {
     }
 }
 
-/// `GATEWAY_DEFAULT_ENGINE` (`lean` or `proxy_http`), else `proxy_http`.
+/// `GATEWAY_DEFAULT_ENGINE` (`proxy_http` or `lean`), else `lean`.
 fn default_engine() -> config::ListenerEngine {
     match std::env::var("GATEWAY_DEFAULT_ENGINE").as_deref() {
-        Ok("lean") => config::ListenerEngine::Lean,
-        _ => config::ListenerEngine::ProxyHttp,
+        Ok("proxy_http") => config::ListenerEngine::ProxyHttp,
+        _ => config::ListenerEngine::Lean,
     }
 }
