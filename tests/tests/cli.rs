@@ -159,6 +159,18 @@ fn broken_files() -> Vec<Broken> {
             Some("expected one of `connect-failure`, `reset`, `gateway-error`"),
         ),
         (
+            "lean engine with an HTTP/2 cluster",
+            "admin: {listen: \"127.0.0.1:${admin}\"}\nlisteners:\n  - name: public\n    listen: \"127.0.0.1:${port}\"\n    engine: lean\nclusters:\n  - name: grpc\n    protocol: http2\n    endpoints: [{address: \"127.0.0.1:${p2}\"}]\nroutes:\n  - name: r1\n    cluster: grpc\n",
+            "engine: lean",
+            Some("has no HTTP/2 upstreams yet, and cluster `grpc` uses them"),
+        ),
+        (
+            "lean engine on an egress listener",
+            "admin: {listen: \"127.0.0.1:${admin}\"}\nlisteners:\n  - {name: out, listen: \"127.0.0.1:${port}\", mode: egress, engine: lean}\negress:\n  rules:\n    - name: ok\n      hosts: [a.test]\n",
+            "engine: lean",
+            Some("serves proxy listeners only"),
+        ),
+        (
             "oversized listener read buffer",
             "admin: {listen: \"127.0.0.1:${admin}\"}\nlisteners:\n  - name: public\n    listen: \"127.0.0.1:${port}\"\n    read_buffer_bytes: 1000000000000\nroutes:\n  - name: r1\n    direct_response: {status: 200}\n",
             "read_buffer_bytes: 1000000000000",

@@ -71,6 +71,41 @@ pub fn take_in(session: &mut Session, ctx: &mut RequestCtx) -> pingora::Result<(
     ctx.trace = Some(crate::telemetry::RequestTrace::start(session.req_header()));
     let req = session.req_header_mut();
     req.insert_header(REQUEST_ID, ctx.request_id.header())?;
+    Ok(())
+}
+
+/// Settles the request's authority (RFC 9112 §3.2) and notes it as the
+/// original host: an HTTP/1.1 request carries exactly one `Host`; an
+/// absolute-form target's authority (`GET http://a.test/x`, §3.2.2) wins
+/// over `Host`, which is rewritten to match, and the target becomes
+/// origin-form, so routing and the upstream see one authority. HTTP/2
+/// requests keep `:authority` and any `Host` as they are. The error is the
+/// 400's reason.
+pub fn settle_host(req: &mut RequestHeader, ctx: &mut RequestCtx) -> Result<(), &'static str> {
+    let hosts = req.headers.get_all(http::header::HOST).iter().count();
+    if hosts > 1 {
+        return Err("more than one Host header");
+    }
+    if req.version != http::Version::HTTP_2 {
+        // Pingora keeps an absolute-form target in the raw path (and has
+        // already refused one whose authority differs from `Host`).
+        let raw = req.raw_path();
+        let absolute = (!raw.starts_with(b"/"))
+            .then(|| http::Uri::try_from(raw).ok())
+            .flatten()
+            .filter(|u| u.authority().is_some());
+        if let Some(target) = absolute {
+            let authority = target.authority().map_or("", |a| a.as_str());
+            let host = HeaderValue::from_str(authority).map_err(|_| "bad authority")?;
+            let origin_form = target.path_and_query().map_or("/", |pq| pq.as_str());
+            let uri = http::Uri::try_from(origin_form).map_err(|_| "bad request target")?;
+            req.set_uri(uri);
+            req.insert_header(http::header::HOST, host)
+                .map_err(|_| "bad authority")?;
+        } else if hosts == 0 && req.version == http::Version::HTTP_11 {
+            return Err("missing Host header");
+        }
+    }
     ctx.original_host = req.headers.get(http::header::HOST).cloned().or_else(|| {
         req.uri
             .authority()

@@ -95,6 +95,10 @@ impl ProxyHttp for GatewayProxy {
         ctx: &mut Self::CTX,
     ) -> pingora::Result<bool> {
         ctx.count_active();
+        // Pipelined requests are answered in order (RFC 9112 §9.3.2), not
+        // dropped with the connection: Pingora keeps the bytes read past
+        // this request for the next one once asked to.
+        session.set_pipelining_enabled(true);
         if self
             .gateway
             .draining
@@ -103,6 +107,10 @@ impl ProxyHttp for GatewayProxy {
             session.set_keepalive(None);
         }
         forwarding::take_in(session, ctx)?;
+        if let Err(why) = forwarding::settle_host(session.req_header_mut(), ctx) {
+            let body = Bytes::from(format!("bad request: {why}\n"));
+            return respond::early(session, ctx, 400, body).await;
+        }
         identity::strip(session.req_header_mut());
         if let Err(e) = forwarding::normalize_path(session.req_header_mut()) {
             let body = Bytes::from(format!("bad request: {e}\n"));

@@ -47,6 +47,8 @@ pub struct ListenerSpec {
     pub mode: config::ListenerMode,
     /// Per-connection L4 read buffer, bytes.
     pub read_buffer_bytes: usize,
+    /// Served by the lean HTTP/1 path rather than `ProxyHttp`.
+    pub lean: bool,
 }
 
 /// TLS files of a listener, resolved to paths.

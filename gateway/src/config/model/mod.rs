@@ -181,10 +181,32 @@ pub struct Listener {
     /// keep-alive ones included, so it dominates memory per connection.
     /// Default 4096 on plaintext listeners (a request head fits, and larger
     /// bodies are read straight into the body buffer) and 16384 on TLS
-    /// listeners (one TLS record per read). 0 turns it off.
+    /// listeners (one TLS record per read); 0 on plaintext `engine: lean`
+    /// listeners, whose idle connections hold no buffer. 0 turns it off.
     #[serde(default)]
     pub read_buffer_bytes: Option<usize>,
+    /// Which implementation serves HTTP/1 here: `lean` (the lean HTTP/1
+    /// path: the same policy steps, less memory per idle connection and
+    /// less CPU per request; no HTTP/2 upstreams yet) or `proxy_http`
+    /// (Pingora's `ProxyHttp` service). HTTP/2 connections are served by
+    /// `proxy_http` either way. Default: `lean`, or `proxy_http` while any
+    /// cluster speaks HTTP/2; the `GATEWAY_DEFAULT_ENGINE` environment
+    /// variable changes it (how CI runs the suite on both).
+    #[serde(default)]
+    pub engine: Option<ListenerEngine>,
 }
+
+/// The HTTP/1 implementation of a proxy listener.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ListenerEngine {
+    /// Pingora's `ProxyHttp` service.
+    ProxyHttp,
+    /// The lean HTTP/1 path (`gateway/src/lean`).
+    #[default]
+    Lean,
+}
+filters::config_enum!(ListenerEngine { ProxyHttp = "proxy_http", Lean = "lean" });
 
 /// What a listener does.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, JsonSchema)]

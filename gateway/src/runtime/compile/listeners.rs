@@ -10,6 +10,41 @@ const DEFAULT_TLS_READ_BUFFER: usize = 16 * 1024;
 const MAX_READ_BUFFER: usize = 1024 * 1024;
 
 impl Compiler<'_> {
+    /// The listener's engine: its `engine`, else the default
+    /// (`GATEWAY_DEFAULT_ENGINE`, else `lean`) where the lean path can serve
+    /// (proxy listeners, HTTP/1 clusters), else `proxy_http`. An explicit `lean` where it cannot is an error.
+    fn engine(&mut self, cfg: &Config, i: usize, l: &config::Listener) -> config::ListenerEngine {
+        use config::ListenerEngine::{Lean, ProxyHttp};
+        let h2_cluster = cfg
+            .clusters
+            .iter()
+            .find(|c| c.protocol != config::UpstreamProtocol::Http1);
+        let proxy = l.mode == config::ListenerMode::Proxy;
+        match l.engine {
+            Some(Lean) if !proxy => {
+                self.err(
+                    Section::Listeners,
+                    i,
+                    "engine",
+                    "`engine: lean` serves proxy listeners only",
+                );
+            }
+            Some(Lean) => {
+                if let Some(c) = h2_cluster {
+                    let m = format!(
+                        "`engine: lean` has no HTTP/2 upstreams yet, and cluster `{}` uses them",
+                        c.name
+                    );
+                    self.err(Section::Listeners, i, "engine", m);
+                }
+            }
+            Some(ProxyHttp) => {}
+            None if proxy && h2_cluster.is_none() => return default_engine(),
+            None => {}
+        }
+        l.engine.unwrap_or(ProxyHttp)
+    }
+
     /// Checks settings outside listeners, clusters and routes.
     pub(in crate::runtime) fn telemetry(&mut self, cfg: &Config) {
         let ratio = cfg.telemetry.access_log.success_sample_ratio;
@@ -107,11 +142,14 @@ impl Compiler<'_> {
                     ),
                 );
             }
+            let lean = self.engine(cfg, i, l) == config::ListenerEngine::Lean;
             if let Some(addr) = addr {
-                let read_buffer_bytes = l.read_buffer_bytes.unwrap_or(if tls.is_some() {
-                    DEFAULT_TLS_READ_BUFFER
-                } else {
-                    DEFAULT_PLAIN_READ_BUFFER
+                let read_buffer_bytes = l.read_buffer_bytes.unwrap_or(match (&tls, lean) {
+                    (Some(_), _) => DEFAULT_TLS_READ_BUFFER,
+                    // The lean path reads request heads into the session's
+                    // own buffer, allocated only once a request arrives.
+                    (None, true) => 0,
+                    (None, false) => DEFAULT_PLAIN_READ_BUFFER,
                 });
                 out.push(ListenerSpec {
                     name: l.name.as_str().into(),
@@ -120,6 +158,7 @@ impl Compiler<'_> {
                     h2c: l.h2c,
                     mode: l.mode,
                     read_buffer_bytes,
+                    lean,
                 });
                 if l.mode == config::ListenerMode::Egress && cfg.egress.is_none() {
                     self.err(
@@ -169,5 +208,13 @@ impl Compiler<'_> {
             ),
             _ => {}
         }
+    }
+}
+
+/// `GATEWAY_DEFAULT_ENGINE` (`proxy_http` or `lean`), else `lean`.
+fn default_engine() -> config::ListenerEngine {
+    match std::env::var("GATEWAY_DEFAULT_ENGINE").as_deref() {
+        Ok("proxy_http") => config::ListenerEngine::ProxyHttp,
+        _ => config::ListenerEngine::Lean,
     }
 }

@@ -1,0 +1,181 @@
+//! The lean HTTP/1 path: a [`ServerApp`] on `pingora-core` that drives the
+//! same [`GatewayProxy`] hooks as Pingora's `ProxyHttp` service, without
+//! Pingora's per-request machinery around them.
+//!
+//! Why: between requests, Pingora's HTTP service keeps a keep-alive
+//! connection as a ~13 KiB `process_new_http` future plus a session with a
+//! 4 KiB header buffer (heaptrack, `load/README.md`). Here an idle
+//! connection waits for its next byte as a future of a few hundred bytes;
+//! the session, its buffers and the request's (boxed) future exist only
+//! while a request is in flight. Per request it saves `ProxyHttp`'s channel
+//! pair and the two joined tasks that pump them: one `select!` loop moves
+//! the request body up and the response down.
+//!
+//! What stays Pingora's: listeners, TLS, `HttpSession` parsing and framing
+//! on both sides, connectors and their pools, the server lifecycle and
+//! zero-downtime upgrade. What stays the gateway's: every policy step, since
+//! the hooks are the very `ProxyHttp` methods of [`GatewayProxy`], called
+//! in Pingora's order (see `../shared/notes/pingora-0.9.md`, phase chart).
+//! HTTP/2 connections (ALPN `h2`, or an h2c preface) are handed whole to a
+//! Pingora `HttpProxy` built on the same hooks.
+//!
+//! - `exchange.rs`: one request: hooks, tries, the upstream exchange.
+//!
+//! Not covered yet: HTTP/2 upstreams (refused at config load for lean
+//! listeners), Pingora's HTTP cache and subrequests (the gateway uses
+//! neither).
+
+mod exchange;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::{BufMut, BytesMut};
+use pingora::apps::ServerApp;
+use pingora::connectors::http::Connector;
+use pingora::modules::http::HttpModules;
+use pingora::protocols::l4::stream::Stream as L4Stream;
+use pingora::protocols::{Stream, ALPN};
+use pingora::proxy::{HttpProxy, Session};
+use pingora::server::ShutdownWatch;
+use tokio::io::AsyncReadExt;
+
+use crate::proxy::GatewayProxy;
+
+/// How long an idle keep-alive connection waits for its next request
+/// (Pingora's HTTP/1 default, which the `ProxyHttp` path uses).
+const KEEPALIVE: Duration = Duration::from_secs(60);
+/// Pingora's initial request header buffer (`INIT_HEADER_BUF_SIZE`).
+const HEADER_BUF: usize = 4096;
+/// Pingora's `ServerConf::max_retries` default: tries per request.
+const MAX_TRIES: usize = 16;
+/// The HTTP/2 connection preface (RFC 9113 §3.4).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// The lean HTTP/1 application of one listener.
+pub struct LeanApp {
+    hooks: GatewayProxy,
+    /// Pingora's proxy on the same hooks, for HTTP/2 connections.
+    h2: Arc<HttpProxy<GatewayProxy>>,
+    connector: Connector,
+    modules: HttpModules,
+    h2c: bool,
+}
+
+impl LeanApp {
+    /// The app for a listener: `hooks` serve HTTP/1 here, `h2` (built on an
+    /// equal `GatewayProxy`) serves HTTP/2; `h2c` looks for the h2c preface
+    /// on plaintext connections.
+    pub fn new(
+        hooks: GatewayProxy,
+        mut h2: HttpProxy<GatewayProxy>,
+        connector: Connector,
+        h2c: bool,
+    ) -> Self {
+        h2.handle_init_modules();
+        LeanApp {
+            hooks,
+            h2: Arc::new(h2),
+            connector,
+            modules: HttpModules::new(),
+            h2c,
+        }
+    }
+}
+
+/// How a new connection speaks.
+enum Opening {
+    /// HTTP/2: by ALPN, or by the h2c preface (put back on the stream).
+    H2(Stream),
+    /// HTTP/1, with the first bytes already read if any.
+    H1(Stream, Option<BytesMut>),
+}
+
+/// Tells HTTP/2 from HTTP/1 on a new connection. On a plaintext h2c
+/// listener the first bytes are read only while they could still be the
+/// preface: unlike Pingora's peek of a full 24 bytes, an HTTP/1 request
+/// shorter than the preface is answered rather than left waiting.
+async fn opening(mut stream: Stream, h2c: bool) -> Option<Opening> {
+    if stream.get_ssl_digest().is_some() {
+        let h2 = matches!(stream.selected_alpn_proto(), Some(ALPN::H2));
+        return Some(if h2 {
+            Opening::H2(stream)
+        } else {
+            Opening::H1(stream, None)
+        });
+    }
+    if !h2c {
+        return Some(Opening::H1(stream, None));
+    }
+    let mut head = BytesMut::with_capacity(HEADER_BUF);
+    loop {
+        let read = tokio::time::timeout(KEEPALIVE, stream.read_buf(&mut head)).await;
+        if !matches!(read, Ok(Ok(n)) if n > 0) {
+            return None;
+        }
+        let seen = head.len().min(H2_PREFACE.len());
+        if head[..seen] != H2_PREFACE[..seen] {
+            return Some(Opening::H1(stream, Some(head)));
+        }
+        if seen == H2_PREFACE.len() {
+            // Plaintext streams are Pingora's L4 stream, which can put
+            // bytes back for the HTTP/2 server to read.
+            let mut l4 = stream.into_any().downcast::<L4Stream>().ok()?;
+            l4.rewind(&head);
+            return Some(Opening::H2(l4));
+        }
+    }
+}
+
+#[async_trait]
+impl ServerApp for LeanApp {
+    async fn process_new(
+        self: &Arc<Self>,
+        stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let (mut stream, mut prefix) = match opening(stream, self.h2c).await? {
+            Opening::H2(stream) => return self.h2.process_new(stream, shutdown).await,
+            Opening::H1(stream, head) => (stream, head),
+        };
+        loop {
+            let head = match prefix.take() {
+                Some(p) => p,
+                None => next_request(&mut stream, shutdown).await?,
+            };
+            let mut session = Session::new_h1_with_modules(stream, &self.modules);
+            let downstream = &mut session.downstream_session;
+            // As Pingora's service: no keep-alive once shutting down.
+            downstream.set_keepalive((!*shutdown.borrow()).then_some(KEEPALIVE.as_secs()));
+            downstream.set_pipelined_prefix(head);
+            // Boxed: the request's future exists only while it runs, so the
+            // connection's own future stays small across the idle wait.
+            let reusable = Box::pin(self.serve(session)).await?;
+            let (next, overread) = reusable.into_parts();
+            stream = next;
+            prefix = overread.filter(|p| !p.is_empty());
+        }
+    }
+}
+
+/// Waits for the first byte of the connection's next request, holding no
+/// buffer meanwhile; `None` when the client closes, the keep-alive time
+/// passes or the server shuts down. The byte starts the header buffer.
+async fn next_request(stream: &mut Stream, shutdown: &ShutdownWatch) -> Option<BytesMut> {
+    let mut byte = [0u8; 1];
+    let mut shutdown = shutdown.clone();
+    let read = tokio::select! {
+        biased;
+        r = tokio::time::timeout(KEEPALIVE, stream.read(&mut byte)) => r,
+        _ = shutdown.changed() => return None,
+    };
+    match read {
+        Ok(Ok(1)) => {
+            let mut head = BytesMut::with_capacity(HEADER_BUF);
+            head.put_u8(byte[0]);
+            Some(head)
+        }
+        _ => None,
+    }
+}
