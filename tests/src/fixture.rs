@@ -105,6 +105,13 @@ impl GatewayBuilder {
         self
     }
 
+    /// One cluster `c` of `up` and one catch-all route `all` to it: the
+    /// setup of tests about the protocol rather than the routing.
+    pub fn catch_all(self, up: &Upstream) -> Self {
+        self.cluster("c", &[up], "")
+            .route("{name: all, cluster: c}")
+    }
+
     /// A cluster `name` over `ups` (equal weights), with `extra` keys
     /// (flow-mapping text such as `lb: random`) after the endpoints.
     pub fn cluster(self, name: &str, ups: &[&Upstream], extra: &str) -> Self {

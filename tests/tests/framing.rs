@@ -60,10 +60,7 @@ fn read_answers(conn: TcpStream, n: usize) -> Vec<Answer> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_pipelined_requests_with_a_post_are_answered_in_order() {
     let up = Upstream::named("a");
-    let gw = Gateway::builder()
-        .cluster("c", &[&up], "")
-        .route("{name: all, cluster: c}")
-        .start();
+    let gw = Gateway::builder().catch_all(&up).start();
     let post_body = "x".repeat(3000);
     let mut batch = String::new();
     for i in 0..10 {
@@ -111,10 +108,7 @@ async fn exchange(gw: &Gateway, request: &str) -> Answer {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_http11_request_needs_exactly_one_host() {
     let up = Upstream::named("a");
-    let gw = Gateway::builder()
-        .cluster("c", &[&up], "")
-        .route("{name: all, cluster: c}")
-        .start();
+    let gw = Gateway::builder().catch_all(&up).start();
     let missing = exchange(&gw, "GET /x HTTP/1.1\r\nuser-agent: framing-test\r\n\r\n").await;
     assert_eq!(missing.status, 400);
     assert_eq!(missing.body, b"bad request: missing Host header\n");
@@ -164,10 +158,7 @@ async fn an_absolute_form_target_is_routed_by_its_authority() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sequential_requests_share_one_pooled_upstream_connection() {
     let up = Upstream::named("a");
-    let gw = Gateway::builder()
-        .cluster("c", &[&up], "")
-        .route("{name: all, cluster: c}")
-        .start();
+    let gw = Gateway::builder().catch_all(&up).start();
     for i in 0..20 {
         let resp = gw.get(&format!("/seq/{i}")).await;
         assert_eq!(resp.status(), 200);
@@ -189,8 +180,7 @@ async fn a_request_shorter_than_the_h2c_preface_is_answered_on_the_lean_path() {
     let up = Upstream::named("a");
     let gw = Gateway::builder()
         .listener("engine: lean")
-        .cluster("c", &[&up], "")
-        .route("{name: all, cluster: c}")
+        .catch_all(&up)
         .start();
     let short = "GET / HTTP/1.0\r\n\r\n";
     assert!(short.len() < 24);

@@ -138,10 +138,7 @@ async fn a_close_from_the_server_reaches_the_client() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2c_upgrade_fields_never_reach_the_upstream() {
     let up = Upstream::named("a");
-    let gw = Gateway::builder()
-        .cluster("c", &[&up], "")
-        .route("{name: all, cluster: c}")
-        .start();
+    let gw = Gateway::builder().catch_all(&up).start();
     let mut tcp = TcpStream::connect(("127.0.0.1", gw.port()))
         .await
         .expect("connect");
