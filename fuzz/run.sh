@@ -10,7 +10,7 @@
 # corpus is never committed. A crashing input is kept in
 # fuzz/artifacts/<target>/ (git-ignored) and its path printed.
 set -euo pipefail
-cd "$(dirname "$0")"
+here="$(cd "$(dirname "$0")" && pwd)"
 
 seconds=30
 corpus_dir=""
@@ -18,11 +18,12 @@ targets=()
 while [ $# -gt 0 ]; do
     case "$1" in
         --seconds) seconds="$2"; shift 2 ;;
-        --corpus-dir) corpus_dir="$2"; shift 2 ;;
+        --corpus-dir) corpus_dir="$(realpath -m "$2")"; shift 2 ;;
         -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
         *) targets+=("$1"); shift ;;
     esac
 done
+cd "$here"
 
 # cargo fuzz needs nightly flags (-Z sanitizer, -C passes); this lets the
 # stable toolchain accept them instead of installing a nightly.
@@ -48,7 +49,7 @@ if [ -z "$corpus_dir" ]; then
     corpus_dir="$(mktemp -d)"
     cleanup="$corpus_dir"
 fi
-trap '[ -n "$cleanup" ] && rm -rf "$cleanup"' EXIT
+trap 'if [ -n "$cleanup" ]; then rm -rf "$cleanup"; fi' EXIT
 
 # No sanitizer: the parsers are safe Rust, so ASan finds nothing the Rust
 # checks do not; what we hunt is panics, overflows (debug assertions on) and
