@@ -199,3 +199,43 @@ async fn a_request_shorter_than_the_h2c_preface_is_answered_on_the_lean_path() {
     assert_eq!(a.status, 200);
     assert_eq!(a.upstream.as_deref(), Some("a"));
 }
+
+/// An upstream that answers an `Upgrade` request with 200 gets no tunnel:
+/// the bytes after that request are the next request, parsed and routed
+/// by the gateway, not handed raw to the upstream that declined (a
+/// request-smuggling path past the gateway's routing otherwise).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_declined_upgrade_opens_no_tunnel_for_a_smuggled_request() {
+    let (public, hidden) = (Upstream::named("public"), Upstream::named("hidden"));
+    let gw = Gateway::builder()
+        .cluster("public", &[&public], "")
+        .cluster("hidden", &[&hidden], "")
+        .route("{name: hidden, match: {path_prefix: /hidden}, cluster: hidden}")
+        .route("{name: rest, cluster: public}")
+        .start();
+    let batch = "GET /chat HTTP/1.1\r\nhost: t\r\nconnection: Upgrade\r\nupgrade: websocket\r\n\
+                 sec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\nsec-websocket-version: 13\r\n\r\n\
+                 GET /hidden/smuggled HTTP/1.1\r\nhost: t\r\n\r\n";
+    let mut conn = TcpStream::connect(("127.0.0.1", gw.port())).expect("connect");
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    conn.write_all(batch.as_bytes()).expect("write");
+    let answers = tokio::task::spawn_blocking(move || read_answers(conn, 2))
+        .await
+        .expect("reader");
+    assert_eq!(answers[0].status, 200);
+    assert_eq!(answers[0].upstream.as_deref(), Some("public"));
+    assert_eq!(answers[1].status, 200);
+    assert_eq!(
+        answers[1].upstream.as_deref(),
+        Some("hidden"),
+        "the second request was routed by the gateway"
+    );
+    let paths: Vec<String> = public.requests().into_iter().map(|r| r.path).collect();
+    assert_eq!(
+        paths,
+        ["/chat"],
+        "nothing else reached the upstream that declined"
+    );
+    assert_eq!(hidden.count(), 1);
+}
