@@ -171,6 +171,12 @@ fn broken_files() -> Vec<Broken> {
             Some("serves proxy listeners only"),
         ),
         (
+            "an h2c upgrade a route would pass on",
+            "admin: {listen: \"127.0.0.1:${admin}\"}\nlisteners:\n  - {name: public, listen: \"127.0.0.1:${port}\"}\nroutes:\n  - name: r1\n    direct_response: {status: 200}\n    upgrades:\n      protocols: [websocket, h2c]\n",
+            "protocols: [websocket, h2c]",
+            Some("`h2c` upgrades are never passed on"),
+        ),
+        (
             "oversized listener read buffer",
             "admin: {listen: \"127.0.0.1:${admin}\"}\nlisteners:\n  - name: public\n    listen: \"127.0.0.1:${port}\"\n    read_buffer_bytes: 1000000000000\nroutes:\n  - name: r1\n    direct_response: {status: 200}\n",
             "read_buffer_bytes: 1000000000000",

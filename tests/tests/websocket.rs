@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use gateway_tests::{pseudo_random_bytes, rustls_connector, sha256_hex, Gateway, TestCa, Upstream};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
@@ -104,6 +104,30 @@ async fn websocket_echo_through_a_plaintext_listener() {
         .await
         .expect("connect");
     echo_all(handshake("ws://gw.test/chat", tcp).await).await;
+    // The tunnel's bytes (1 MiB each way, plus the small frames) are
+    // counted in the metrics and in the access line of the 101.
+    for direction in ["up", "down"] {
+        gw.metric(
+            "gateway_upgraded_bytes_total",
+            &[("route", "all"), ("direction", direction)],
+        )
+        .eventually(|v| v > (1 << 20) as f64)
+        .await;
+    }
+    let switched = [
+        ("route", "all"),
+        ("protocol", "websocket"),
+        ("outcome", "switched"),
+    ];
+    gw.metric("gateway_upgrades_total", &switched)
+        .eventually_eq(1.0)
+        .await;
+    let lines = gw.wait_access_log(1, Duration::from_secs(5), |l| l["status"] == 101);
+    let line = lines.first().expect("an access line for the 101");
+    for field in ["bytes_in", "bytes_out"] {
+        let n = line[field].as_u64().unwrap_or(0);
+        assert!(n > 1 << 20, "{field} = {n} in {line}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -146,17 +170,156 @@ async fn h2c_upgrade_fields_never_reach_the_upstream() {
                upgrade: h2c\r\nhttp2-settings: AAMAAABkAAQAAP__\r\n\r\n";
     tcp.write_all(req.as_bytes()).await.expect("write");
     let mut answer = vec![0u8; 4096];
-    let n = tokio::time::timeout(
-        Duration::from_secs(5),
-        tokio::io::AsyncReadExt::read(&mut tcp, &mut answer),
-    )
-    .await
-    .expect("an answer")
-    .expect("read");
+    let n = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut answer))
+        .await
+        .expect("an answer")
+        .expect("read");
     let head = String::from_utf8_lossy(&answer[..n]);
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     let seen = &up.requests()[0];
     for name in ["upgrade", "http2-settings", "connection"] {
         assert_eq!(seen.header(name), None, "{name} reached the upstream");
     }
+}
+
+/// The raw answer head (up to the blank line) to `request` on `tcp`.
+async fn head_of(tcp: &mut TcpStream, request: &str) -> String {
+    tcp.write_all(request.as_bytes()).await.expect("write");
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut byte))
+            .await
+            .expect("an answer in time")
+            .expect("read");
+        assert!(n == 1, "closed after {:?}", String::from_utf8_lossy(&head));
+        head.push(byte[0]);
+    }
+    String::from_utf8_lossy(&head).into_owned()
+}
+
+const WS_HANDSHAKE: &str = "GET /chat HTTP/1.1\r\nhost: t\r\nconnection: Upgrade\r\n\
+                            upgrade: websocket\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+                            sec-websocket-version: 13\r\n\r\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_without_websocket_refuses_the_handshake_with_403() {
+    let up = Upstream::named("a");
+    let gw = Gateway::builder()
+        .cluster("a", &[&up], "")
+        .route("{name: no-ws, cluster: a, upgrades: {protocols: []}}")
+        .start();
+    let mut tcp = TcpStream::connect(("127.0.0.1", gw.port()))
+        .await
+        .expect("connect");
+    let head = head_of(&mut tcp, WS_HANDSHAKE).await;
+    assert!(head.starts_with("HTTP/1.1 403"), "{head}");
+    assert_eq!(up.count(), 0, "the handshake never reached the upstream");
+    let refused = [
+        ("route", "no-ws"),
+        ("protocol", "websocket"),
+        ("outcome", "refused"),
+    ];
+    gw.metric("gateway_upgrades_total", &refused)
+        .eventually_eq(1.0)
+        .await;
+    // Plain requests on the route are served.
+    assert_eq!(gw.get("/plain").await.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_tunnel_closes_at_the_upgrade_idle_timeout_not_the_route_timeout() {
+    let ws = echo_server().await;
+    let gw = Gateway::builder()
+        .cluster_yaml(&format!("{{name: ws, endpoints: [{{address: \"{ws}\"}}]}}"))
+        .route("{name: short, match: {path_prefix: /short}, cluster: ws, upgrades: {idle_timeout: 1s}}")
+        .route("{name: long, cluster: ws, timeout: 500ms}")
+        .start();
+    let port = gw.port();
+    let open = |path: &'static str| async move {
+        let tcp = TcpStream::connect(("127.0.0.1", port))
+            .await
+            .expect("connect");
+        handshake(&format!("ws://gw.test{path}"), tcp).await
+    };
+    let (mut short, mut long) = (open("/short").await, open("/long").await);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // The route with a 500 ms timeout keeps its tunnel: that deadline is
+    // for HTTP answers, not for a WebSocket.
+    long.send(Message::text("still here")).await.expect("send");
+    let echoed = tokio::time::timeout(Duration::from_secs(5), long.next())
+        .await
+        .expect("an echo");
+    assert!(
+        matches!(echoed, Some(Ok(Message::Text(ref t))) if t.as_str() == "still here"),
+        "{echoed:?}"
+    );
+    // The 1 s idle tunnel was closed by the gateway.
+    let _ = short.send(Message::text("too late")).await;
+    let after = tokio::time::timeout(Duration::from_secs(5), short.next())
+        .await
+        .expect("the closed tunnel ends the stream");
+    assert!(!matches!(after, Some(Ok(Message::Text(_)))), "{after:?}");
+}
+
+/// An upstream speaking a made-up protocol after its 101: it echoes bytes.
+async fn custom_protocol_server() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("address");
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if tcp.read(&mut byte).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                let asked = String::from_utf8_lossy(&head).to_ascii_lowercase();
+                if !asked.contains("upgrade: my-proto") {
+                    let _ = tcp
+                        .write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n")
+                        .await;
+                    return;
+                }
+                let _ = tcp
+                    .write_all(b"HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: my-proto\r\n\r\n")
+                    .await;
+                let (mut r, mut w) = tcp.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_protocol_the_route_lists_is_passed_on_and_tunnelled() {
+    let up = custom_protocol_server().await;
+    let gw = Gateway::builder()
+        .cluster_yaml(&format!("{{name: p, endpoints: [{{address: \"{up}\"}}]}}"))
+        .route("{name: custom, cluster: p, upgrades: {protocols: [websocket, my-proto]}}")
+        .start();
+    let mut tcp = TcpStream::connect(("127.0.0.1", gw.port()))
+        .await
+        .expect("connect");
+    let head = head_of(
+        &mut tcp,
+        "GET /x HTTP/1.1\r\nhost: t\r\nconnection: Upgrade\r\nupgrade: My-Proto\r\n\r\n",
+    )
+    .await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("upgrade: my-proto"),
+        "{head}"
+    );
+    tcp.write_all(b"raw bytes, no HTTP").await.expect("write");
+    let mut echoed = [0u8; 18];
+    tokio::time::timeout(Duration::from_secs(5), tcp.read_exact(&mut echoed))
+        .await
+        .expect("echo in time")
+        .expect("echo");
+    assert_eq!(&echoed, b"raw bytes, no HTTP");
 }

@@ -36,6 +36,12 @@ pub struct Metrics {
     pub outlier_ejections: IntCounterVec,
     /// `gateway_circuit_open_total{cluster}`: requests refused by a circuit breaker.
     pub circuit_open: IntCounterVec,
+    /// `gateway_upgrades_total{route,protocol,outcome}`: upgrade requests
+    /// by outcome (switched, declined, refused).
+    pub upgrades: IntCounterVec,
+    /// `gateway_upgraded_bytes_total{route,direction}`: bytes carried by
+    /// upgraded connections, `up` (from the client) and `down`.
+    pub upgraded_bytes: IntCounterVec,
     /// `gateway_cross_zone_bytes_total{cluster}`: body bytes to and from
     /// endpoints outside the gateway's zone.
     pub cross_zone_bytes: IntCounterVec,
@@ -156,6 +162,22 @@ impl Metrics {
                 "Requests refused with 503 by a cluster's circuit breaker.",
             ),
             &["cluster"],
+        )
+        .expect("static metric definition");
+        let upgrades = IntCounterVec::new(
+            Opts::new(
+                "gateway_upgrades_total",
+                "Upgrade requests (WebSocket) by outcome: switched (101), declined (other answer), refused (by the route).",
+            ),
+            &["route", "protocol", "outcome"],
+        )
+        .expect("static metric definition");
+        let upgraded_bytes = IntCounterVec::new(
+            Opts::new(
+                "gateway_upgraded_bytes_total",
+                "Bytes carried by upgraded connections: up from the client, down to it.",
+            ),
+            &["route", "direction"],
         )
         .expect("static metric definition");
         let cross_zone_bytes = IntCounterVec::new(
@@ -288,6 +310,8 @@ impl Metrics {
             Box::new(upstream_requests.clone()),
             Box::new(outlier_ejections.clone()),
             Box::new(circuit_open.clone()),
+            Box::new(upgrades.clone()),
+            Box::new(upgraded_bytes.clone()),
             Box::new(cross_zone_bytes.clone()),
             Box::new(ratelimit_decisions.clone()),
             Box::new(mirror_requests.clone()),
@@ -320,6 +344,8 @@ impl Metrics {
             upstream_requests,
             outlier_ejections,
             circuit_open,
+            upgrades,
+            upgraded_bytes,
             cross_zone_bytes,
             ratelimit_decisions,
             mirror_requests,

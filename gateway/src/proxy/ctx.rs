@@ -63,6 +63,9 @@ pub struct RequestCtx {
     pub identity: Option<filters::identity::Identity>,
     /// The connection's client certificate identity (mTLS).
     pub peer: Option<crate::identity::PeerIdentity>,
+    /// The route's upgrade protocol this request asks for (an index into
+    /// its `UpgradePolicy`).
+    pub upgrade: Option<u8>,
 }
 
 impl RequestCtx {
@@ -94,6 +97,7 @@ impl RequestCtx {
             trace: None,
             identity: None,
             peer: None,
+            upgrade: None,
         }
     }
 

@@ -7,6 +7,7 @@ use pingora::Error;
 
 use super::access_line::AccessLine;
 use super::ctx::RequestCtx;
+use super::upgrade;
 use crate::mirror::PrimaryOutcome;
 use crate::runtime::locality::Priority;
 
@@ -35,6 +36,19 @@ pub(super) fn finish(
         if p != Priority::Zone {
             let bytes = session.body_bytes_read() + session.body_bytes_sent();
             c.metrics.cross_zone_bytes().inc_by(bytes as u64);
+        }
+    }
+    if let (Some(n), Some(route)) = (ctx.upgrade, ctx.route()) {
+        let protocol = route.upgrades.protocol(n);
+        if status == 101 {
+            upgrade::count(&route.name, protocol, "switched");
+            upgrade::count_bytes(
+                &route.name,
+                session.body_bytes_read(),
+                session.body_bytes_sent(),
+            );
+        } else {
+            upgrade::count(&route.name, protocol, "declined");
         }
     }
     if !should_log(ctx, status, e) {

@@ -30,6 +30,7 @@ mod mirror;
 mod ratelimit;
 pub mod respond;
 mod retry;
+pub mod upgrade;
 mod upstream;
 
 use std::sync::Arc;
@@ -123,6 +124,16 @@ impl ProxyHttp for GatewayProxy {
         };
         let route = &runtime.router.routes[idx];
         ctx.enter_route(idx, route, session.req_header().method.as_str(), self.https);
+        match route.upgrades.asked(session.req_header()) {
+            upgrade::Asked::Nothing => {}
+            upgrade::Asked::Allowed(n) => ctx.upgrade = Some(n),
+            upgrade::Asked::RefusedWebSocket => {
+                upgrade::count(&route.name, "websocket", "refused");
+                let body =
+                    Bytes::from_static(b"upgrade refused: this route does not pass WebSocket on\n");
+                return respond::early(session, ctx, 403, body).await;
+            }
+        }
         if identity::enforce(session, ctx, route).await? {
             return Ok(true);
         }
@@ -159,6 +170,13 @@ impl ProxyHttp for GatewayProxy {
             ctx.deadline,
             now,
         )?;
+        if ctx.upgrade.is_some() {
+            // A tunnel's reads wait as long as the route's upgrade idle
+            // timeout allows, not as long as an HTTP answer may take.
+            if let Some(r) = ctx.route() {
+                peer.options.read_timeout = Some(r.upgrades.idle_timeout);
+            }
+        }
         ctx.tries += 1;
         ctx.try_start = Some(now);
         Ok(peer)
@@ -219,6 +237,9 @@ impl ProxyHttp for GatewayProxy {
             return Ok(());
         };
         forwarding::rewrite(upstream, route)?;
+        if let Some(n) = ctx.upgrade {
+            route.upgrades.restore(n, upstream)?;
+        }
         if let Some(t) = &ctx.trace {
             upstream.insert_header(TRACEPARENT, t.upstream_traceparent())?;
         }

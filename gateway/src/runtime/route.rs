@@ -319,6 +319,8 @@ pub struct Route {
     pub mirrors: Vec<crate::mirror::MirrorTarget>,
     /// Authentication, authorization and identity passed upstream.
     pub identity: crate::identity::request::RouteIdentity,
+    /// Protocol upgrades passed on.
+    pub upgrades: crate::proxy::upgrade::UpgradePolicy,
     /// Metric handles of this route.
     pub metrics: crate::metrics::handles::RouteMetrics,
 }

@@ -53,6 +53,50 @@ pub struct Route {
     /// How the caller's identity is passed to the upstream.
     #[serde(default)]
     pub identity: Option<IdentityForwarding>,
+    /// Protocol upgrades (WebSocket) passed to the upstream.
+    #[serde(default)]
+    pub upgrades: Upgrades,
+}
+
+/// Protocol upgrades (RFC 9110 §7.8) a route passes on, as Envoy's per-route
+/// `upgrade_configs`. An HTTP/1.1 request asking for a listed protocol keeps
+/// its `Connection: Upgrade` and `Upgrade` fields to the upstream; a `101`
+/// answer turns the connection into a byte tunnel both ways. A WebSocket
+/// handshake on a route that does not list `websocket` is refused with 403
+/// (Envoy's answer); other unlisted upgrades (`h2c` sent by curl, say) are
+/// dropped and the request is served as plain HTTP.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Upgrades {
+    /// Upgrade protocols passed on, as `Upgrade` tokens (case-insensitive).
+    /// Default `[websocket]`; `[]` refuses WebSocket. `h2c` is never passed
+    /// on (an HTTP/2 upgrade is this hop's business).
+    #[serde(default = "default_upgrade_protocols")]
+    pub protocols: Vec<String>,
+    /// How long an upgrade request (and then its tunnel) waits for bytes
+    /// from the upstream before the tunnel is closed (NGINX's
+    /// `proxy_read_timeout` on a WebSocket). It replaces the cluster's
+    /// `read_timeout` and the route's `timeout` and per-try timeout, which
+    /// are sized for HTTP answers. Default 5 minutes (Envoy's stream idle
+    /// timeout).
+    #[serde(default = "default_upgrade_idle_timeout")]
+    pub idle_timeout: Duration,
+}
+
+impl Default for Upgrades {
+    fn default() -> Self {
+        Upgrades {
+            protocols: default_upgrade_protocols(),
+            idle_timeout: default_upgrade_idle_timeout(),
+        }
+    }
+}
+
+fn default_upgrade_protocols() -> Vec<String> {
+    vec!["websocket".to_string()]
+}
+fn default_upgrade_idle_timeout() -> Duration {
+    Duration::from_secs(300)
 }
 
 /// A mirror target: a sampled copy of requests goes to `cluster`, its

@@ -281,6 +281,23 @@ impl Compiler<'_> {
                     }
                 }
             }
+            let upgrades = crate::proxy::upgrade::UpgradePolicy::new(
+                &r.upgrades.protocols,
+                r.upgrades.idle_timeout.get(),
+            )
+            .unwrap_or_else(|e| {
+                self.err(Section::Routes, i, "upgrades.protocols", e);
+                crate::proxy::upgrade::UpgradePolicy::new(&[], r.upgrades.idle_timeout.get())
+                    .expect("no protocols is a valid policy")
+            });
+            if r.upgrades.idle_timeout.get().is_zero() {
+                self.err(
+                    Section::Routes,
+                    i,
+                    "upgrades.idle_timeout",
+                    "upgrades.idle_timeout must be positive",
+                );
+            }
             let request_headers = self.header_edits(i, "request_headers", &r.request_headers);
             let response_headers = self.header_edits(i, "response_headers", &r.response_headers);
             if r.timeout.is_some_and(|t| t.get().is_zero()) {
@@ -357,6 +374,7 @@ impl Compiler<'_> {
                 response_headers,
                 timeout: r.timeout.map(|t| t.get()),
                 retry,
+                upgrades,
             });
         }
         out
