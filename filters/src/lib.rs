@@ -6,10 +6,12 @@
 pub mod authz;
 pub mod config_enum;
 pub mod config_string;
+pub mod cors;
 pub mod egress;
 pub mod headers;
 pub mod identity;
 pub mod mirror;
 pub mod path;
 pub mod ratelimit;
+pub mod redirect;
 pub mod units;

@@ -42,6 +42,12 @@ pub struct Metrics {
     /// `gateway_upgraded_bytes_total{route,direction}`: bytes carried by
     /// upgraded connections, `up` (from the client) and `down`.
     pub upgraded_bytes: IntCounterVec,
+    /// `gateway_faults_total{route,kind}`: injected faults (delay, abort,
+    /// delay_over_limit).
+    pub faults: IntCounterVec,
+    /// `gateway_cors_total{route,result}`: CORS requests from allowed
+    /// origins (preflight, actual).
+    pub cors: IntCounterVec,
     /// `gateway_cross_zone_bytes_total{cluster}`: body bytes to and from
     /// endpoints outside the gateway's zone.
     pub cross_zone_bytes: IntCounterVec,
@@ -180,6 +186,22 @@ impl Metrics {
             &["route", "direction"],
         )
         .expect("static metric definition");
+        let faults = IntCounterVec::new(
+            Opts::new(
+                "gateway_faults_total",
+                "Injected faults by route and kind: delay, abort, delay_over_limit (not delayed: max_active_delays).",
+            ),
+            &["route", "kind"],
+        )
+        .expect("static metric definition");
+        let cors = IntCounterVec::new(
+            Opts::new(
+                "gateway_cors_total",
+                "CORS requests from allowed origins: preflight (answered by the gateway) or actual.",
+            ),
+            &["route", "result"],
+        )
+        .expect("static metric definition");
         let cross_zone_bytes = IntCounterVec::new(
             Opts::new(
                 "gateway_cross_zone_bytes_total",
@@ -312,6 +334,8 @@ impl Metrics {
             Box::new(circuit_open.clone()),
             Box::new(upgrades.clone()),
             Box::new(upgraded_bytes.clone()),
+            Box::new(faults.clone()),
+            Box::new(cors.clone()),
             Box::new(cross_zone_bytes.clone()),
             Box::new(ratelimit_decisions.clone()),
             Box::new(mirror_requests.clone()),
@@ -346,6 +370,8 @@ impl Metrics {
             circuit_open,
             upgrades,
             upgraded_bytes,
+            faults,
+            cors,
             cross_zone_bytes,
             ratelimit_decisions,
             mirror_requests,

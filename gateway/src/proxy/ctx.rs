@@ -66,6 +66,9 @@ pub struct RequestCtx {
     /// The route's upgrade protocol this request asks for (an index into
     /// its `UpgradePolicy`).
     pub upgrade: Option<u8>,
+    /// The allowed CORS origin of an actual cross-origin request, echoed
+    /// in its response.
+    pub cors_origin: Option<http::HeaderValue>,
 }
 
 impl RequestCtx {
@@ -98,6 +101,7 @@ impl RequestCtx {
             identity: None,
             peer: None,
             upgrade: None,
+            cors_origin: None,
         }
     }
 

@@ -23,6 +23,7 @@
 
 mod access_line;
 pub mod ctx;
+pub mod fault;
 pub mod forwarding;
 mod identity;
 mod logging;
@@ -118,6 +119,10 @@ impl ProxyHttp for GatewayProxy {
             return respond::early(session, ctx, 400, body).await;
         }
         let runtime = ctx.runtime.clone();
+        let listener = runtime.listeners.get(self.listener_index);
+        if let Some(r) = listener.and_then(|l| l.redirect.as_ref()) {
+            return respond::redirect(session, ctx, r, self.https).await;
+        }
         let Some(idx) = runtime.router.find(session.req_header()) else {
             let body = Bytes::from_static(b"no route matched\n");
             return respond::early(session, ctx, 404, body).await;
@@ -134,6 +139,22 @@ impl ProxyHttp for GatewayProxy {
                 return respond::early(session, ctx, 403, body).await;
             }
         }
+        if let Some(cors) = &route.cors {
+            let req = session.req_header();
+            match cors.policy.see(&req.method, &req.headers) {
+                filters::cors::Seen::NotCors => {}
+                filters::cors::Seen::Preflight(origin) => {
+                    cors.preflight.inc();
+                    let fields = cors.policy.preflight_fields(origin);
+                    respond::write(session, ctx, 200, Bytes::new(), &fields).await?;
+                    return Ok(true);
+                }
+                filters::cors::Seen::Actual(origin) => {
+                    cors.actual.inc();
+                    ctx.cors_origin = Some(origin.clone());
+                }
+            }
+        }
         if identity::enforce(session, ctx, route).await? {
             return Ok(true);
         }
@@ -145,8 +166,15 @@ impl ProxyHttp for GatewayProxy {
         }
         match &route.action {
             Action::Direct(d) => respond::direct(session, ctx, d).await,
+            Action::Redirect(r) => respond::redirect(session, ctx, r, self.https).await,
             Action::Proxy(backends) => {
-                upstream::choose_cluster(session, ctx, route, backends).await
+                if upstream::choose_cluster(session, ctx, route, backends).await? {
+                    return Ok(true);
+                }
+                match &route.fault {
+                    Some(f) => fault::inject(session, ctx, f, route.timeout).await,
+                    None => Ok(false),
+                }
             }
         }
     }
@@ -292,6 +320,7 @@ impl ProxyHttp for GatewayProxy {
         if let Some(h) = &ctx.ratelimit_headers {
             h.apply(&mut Headers(resp));
         }
+        respond::add_cors(ctx, resp);
         resp.insert_header(REQUEST_ID, ctx.request_id.header())?;
         Ok(())
     }

@@ -47,12 +47,65 @@ pub async fn write(
     if let Some(r) = ctx.route() {
         r.response_headers.apply(&mut Headers(&mut resp));
     }
+    add_cors(ctx, &mut resp);
     let empty = body.is_empty();
     session.write_response_header(Box::new(resp), empty).await?;
     if !empty {
         session.write_response_body(Some(body), true).await?;
     }
     Ok(())
+}
+
+/// The CORS fields of an actual cross-origin request from an allowed
+/// origin, on its response (proxied or the gateway's own).
+pub fn add_cors(ctx: &RequestCtx, resp: &mut ResponseHeader) {
+    if let (Some(origin), Some(cors)) =
+        (&ctx.cors_origin, ctx.route().and_then(|r| r.cors.as_ref()))
+    {
+        cors.policy.add_response_fields(origin, &mut Headers(resp));
+    }
+}
+
+/// A redirect's answer: its status and `Location`, no body; `Ok(true)` as
+/// `request_filter` returns it.
+pub async fn redirect(
+    session: &mut Session,
+    ctx: &RequestCtx,
+    r: &filters::redirect::Redirect,
+    https: bool,
+) -> pingora::Result<bool> {
+    let req = session.req_header();
+    let host = ctx
+        .original_host
+        .as_ref()
+        .or_else(|| req.headers.get(http::header::HOST))
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
+    let location = r.location(filters::redirect::Origin {
+        https,
+        host,
+        path: req.uri.path(),
+        query: req.uri.query(),
+    });
+    let Ok(location) = http::HeaderValue::from_str(&location) else {
+        return early(
+            session,
+            ctx,
+            400,
+            Bytes::from_static(b"bad request: host\n"),
+        )
+        .await;
+    };
+    let status = r.status;
+    write(
+        session,
+        ctx,
+        status,
+        Bytes::new(),
+        &[(http::header::LOCATION, location)],
+    )
+    .await?;
+    Ok(true)
 }
 
 /// Answers before a route matched (400 for a bad path, 404); `Ok(true)`

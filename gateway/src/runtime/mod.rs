@@ -49,6 +49,8 @@ pub struct ListenerSpec {
     pub read_buffer_bytes: usize,
     /// Served by the lean HTTP/1 path rather than `ProxyHttp`.
     pub lean: bool,
+    /// Every request redirected (hot-reloadable, read per request).
+    pub redirect: Option<filters::redirect::Redirect>,
 }
 
 /// TLS files of a listener, resolved to paths.

@@ -56,6 +56,14 @@ impl ValueMatcher {
     }
 }
 
+/// Whether every `(name, condition)` holds for `headers` (the first value
+/// of each name is the one compared).
+pub fn headers_match(conds: &[(HeaderName, ValueMatcher)], headers: &http::HeaderMap) -> bool {
+    conds
+        .iter()
+        .all(|(name, m)| m.matches(headers.get(name).map(|v| v.as_bytes())))
+}
+
 /// All conditions of one route.
 #[derive(Debug, Default)]
 pub struct Matcher {
@@ -188,10 +196,8 @@ impl Matcher {
         if !self.methods.is_empty() && !self.methods.contains(&req.method) {
             return false;
         }
-        for (name, m) in &self.headers {
-            if !m.matches(req.headers.get(name).map(|v| v.as_bytes())) {
-                return false;
-            }
+        if !headers_match(&self.headers, &req.headers) {
+            return false;
         }
         for (name, m) in &self.query {
             let v = query_value(facts.query, name);
@@ -245,6 +251,8 @@ pub enum Action {
     Proxy(Backends),
     /// Answer directly.
     Direct(DirectResponse),
+    /// Answer with a redirect.
+    Redirect(filters::redirect::Redirect),
 }
 
 /// Compiled retry policy.
@@ -293,6 +301,33 @@ impl RetryRt {
     }
 }
 
+/// A route's CORS policy and its counters (`gateway_cors_total`).
+#[derive(Debug)]
+pub struct CorsPolicy {
+    /// The policy.
+    pub policy: filters::cors::Cors,
+    /// Preflights answered.
+    pub preflight: prometheus::IntCounter,
+    /// Actual requests from allowed origins.
+    pub actual: prometheus::IntCounter,
+}
+
+impl CorsPolicy {
+    /// `policy` for the route `route`, with its counters resolved now.
+    pub fn new(route: &str, policy: filters::cors::Cors) -> Self {
+        let counter = |result| {
+            crate::metrics::METRICS
+                .cors
+                .with_label_values(&[route, result])
+        };
+        CorsPolicy {
+            policy,
+            preflight: counter("preflight"),
+            actual: counter("actual"),
+        }
+    }
+}
+
 /// A compiled route.
 pub struct Route {
     /// Route name (metrics label).
@@ -321,6 +356,10 @@ pub struct Route {
     pub identity: crate::identity::request::RouteIdentity,
     /// Protocol upgrades passed on.
     pub upgrades: crate::proxy::upgrade::UpgradePolicy,
+    /// CORS policy.
+    pub cors: Option<CorsPolicy>,
+    /// Fault injection.
+    pub fault: Option<crate::proxy::fault::FaultPolicy>,
     /// Metric handles of this route.
     pub metrics: crate::metrics::handles::RouteMetrics,
 }

@@ -194,6 +194,12 @@ pub struct Listener {
     /// variable changes it (how CI runs the suite on both).
     #[serde(default)]
     pub engine: Option<ListenerEngine>,
+    /// Redirect every request instead of routing it: the one-line
+    /// HTTP→HTTPS redirect of a plaintext listener is `redirect: {scheme:
+    /// https}` (add `port` when HTTPS is not on 443). The fields are a
+    /// route's `redirect` ones, without `prefix_rewrite`.
+    #[serde(default)]
+    pub redirect: Option<filters::redirect::RedirectConfig>,
 }
 
 /// The HTTP/1 implementation of a proxy listener.

@@ -25,6 +25,9 @@ pub struct Route {
     /// Answer directly instead of proxying.
     #[serde(default)]
     pub direct_response: Option<DirectResponse>,
+    /// Answer with a redirect instead of proxying (Envoy's `redirect`).
+    #[serde(default)]
+    pub redirect: Option<filters::redirect::RedirectConfig>,
     /// Rewrite the request before it goes upstream.
     #[serde(default)]
     pub rewrite: Option<Rewrite>,
@@ -56,6 +59,68 @@ pub struct Route {
     /// Protocol upgrades (WebSocket) passed to the upstream.
     #[serde(default)]
     pub upgrades: Upgrades,
+    /// Cross-origin resource sharing (Envoy's and Istio's `corsPolicy`).
+    #[serde(default)]
+    pub cors: Option<filters::cors::CorsConfig>,
+    /// Fault injection (Istio's `fault`).
+    #[serde(default)]
+    pub fault: Option<Fault>,
+}
+
+/// Fault injection for a share of a route's requests (Istio's `fault`), to
+/// see how clients cope with a slow or failing service. Faults hit the
+/// primary request only: mirror copies are sent unchanged, and undelayed.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Fault {
+    /// Delay the request before it is proxied.
+    #[serde(default)]
+    pub delay: Option<FaultDelay>,
+    /// Answer at the gateway instead of proxying.
+    #[serde(default)]
+    pub abort: Option<FaultAbort>,
+    /// Only requests whose headers all match (the forms of `match.headers`).
+    #[serde(default)]
+    pub headers: BTreeMap<String, ValueMatch>,
+    /// Most requests of this route delayed at once (Envoy's
+    /// `max_active_faults`); one over it is not delayed. Default 1000.
+    #[serde(default = "default_max_active_delays")]
+    pub max_active_delays: u32,
+}
+
+fn default_max_active_delays() -> u32 {
+    1000
+}
+
+/// A fixed delay for a share of requests.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FaultDelay {
+    /// How long.
+    pub fixed: Duration,
+    /// Share of requests delayed, 0 to 100. Default 100.
+    #[serde(default = "default_fault_percentage")]
+    pub percentage: f64,
+}
+
+/// An answer at the gateway for a share of requests: an HTTP status, or a
+/// gRPC status (HTTP 200 with `grpc-status`, a trailers-only answer).
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FaultAbort {
+    /// The HTTP status answered (200 to 599).
+    #[serde(default)]
+    pub http_status: Option<u16>,
+    /// The gRPC status answered (0 to 16).
+    #[serde(default)]
+    pub grpc_status: Option<u32>,
+    /// Share of requests aborted, 0 to 100. Default 100.
+    #[serde(default = "default_fault_percentage")]
+    pub percentage: f64,
+}
+
+fn default_fault_percentage() -> f64 {
+    100.0
 }
 
 /// Protocol upgrades (RFC 9110 §7.8) a route passes on, as Envoy's per-route

@@ -143,6 +143,13 @@ impl Compiler<'_> {
                 );
             }
             let lean = self.engine(cfg, i, l) == config::ListenerEngine::Lean;
+            let redirect = l.redirect.as_ref().and_then(|r| {
+                filters::redirect::Redirect::new(r, None)
+                    .map_err(|filters::redirect::RedirectError::Field(f, why)| {
+                        self.err(Section::Listeners, i, &format!("redirect.{f}"), why)
+                    })
+                    .ok()
+            });
             if let Some(addr) = addr {
                 let read_buffer_bytes = l.read_buffer_bytes.unwrap_or(match (&tls, lean) {
                     (Some(_), _) => DEFAULT_TLS_READ_BUFFER,
@@ -159,6 +166,7 @@ impl Compiler<'_> {
                     mode: l.mode,
                     read_buffer_bytes,
                     lean,
+                    redirect,
                 });
                 if l.mode == config::ListenerMode::Egress && cfg.egress.is_none() {
                     self.err(

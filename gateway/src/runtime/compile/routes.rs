@@ -2,6 +2,7 @@
 //! rate limits, mirrors, and the fleet rate-limit store.
 
 use super::super::*;
+use crate::runtime::route::CorsPolicy;
 
 impl Compiler<'_> {
     fn value_matcher(&mut self, i: usize, at: &str, m: &ValueMatch) -> Option<ValueMatcher> {
@@ -35,6 +36,108 @@ impl Compiler<'_> {
                 }
             }
         }
+    }
+
+    /// Header conditions (`match.headers`, `fault.headers`) at `at`.
+    fn header_conditions(
+        &mut self,
+        i: usize,
+        at: &str,
+        conds: &std::collections::BTreeMap<String, ValueMatch>,
+    ) -> Vec<(http::HeaderName, ValueMatcher)> {
+        let mut out = Vec::new();
+        for (name, vm) in conds {
+            let at = format!("{at}.{name}");
+            let hn = match http::HeaderName::from_bytes(name.as_bytes()) {
+                Ok(h) => Some(h),
+                Err(_) => {
+                    self.err(
+                        Section::Routes,
+                        i,
+                        &at,
+                        format!("invalid header name `{name}`"),
+                    );
+                    None
+                }
+            };
+            if let (Some(hn), Some(vm)) = (hn, self.value_matcher(i, &at, vm)) {
+                out.push((hn, vm));
+            }
+        }
+        out
+    }
+
+    /// The route's fault injection, checked.
+    fn fault(&mut self, i: usize, r: &config::Route) -> Option<crate::proxy::fault::FaultPolicy> {
+        use crate::proxy::fault::{Abort, FaultPolicy};
+        let f = r.fault.as_ref()?;
+        let share = |this: &mut Self, at: &str, p: f64| {
+            if !(0.0..=100.0).contains(&p) {
+                this.err(
+                    Section::Routes,
+                    i,
+                    at,
+                    format!("{p} is not a percentage from 0 to 100"),
+                );
+            }
+            p.clamp(0.0, 100.0) / 100.0
+        };
+        let delay = f.delay.as_ref().map(|d| {
+            (
+                d.fixed.get(),
+                share(self, "fault.delay.percentage", d.percentage),
+            )
+        });
+        let abort = f.abort.as_ref().and_then(|a| {
+            let p = share(self, "fault.abort.percentage", a.percentage);
+            match (a.http_status, a.grpc_status) {
+                (Some(s), None) if (200..=599).contains(&s) => Some((Abort::Http(s), p)),
+                (None, Some(g)) if g <= 16 => Some((Abort::Grpc(g), p)),
+                (Some(s), None) => {
+                    self.err(
+                        Section::Routes,
+                        i,
+                        "fault.abort.http_status",
+                        format!("{s} is not a status from 200 to 599"),
+                    );
+                    None
+                }
+                (None, Some(g)) => {
+                    self.err(
+                        Section::Routes,
+                        i,
+                        "fault.abort.grpc_status",
+                        format!("{g} is not a gRPC status (0 to 16)"),
+                    );
+                    None
+                }
+                _ => {
+                    self.err(
+                        Section::Routes,
+                        i,
+                        "fault.abort",
+                        "set exactly one of `http_status` and `grpc_status`",
+                    );
+                    None
+                }
+            }
+        });
+        if f.delay.is_none() && f.abort.is_none() {
+            self.err(
+                Section::Routes,
+                i,
+                "fault",
+                "a fault needs a `delay` or an `abort`",
+            );
+        }
+        let headers = self.header_conditions(i, "fault.headers", &f.headers);
+        Some(FaultPolicy::new(
+            &r.name,
+            delay,
+            abort,
+            headers,
+            f.max_active_delays,
+        ))
     }
 
     fn matcher(&mut self, i: usize, m: &config::RouteMatch) -> Matcher {
@@ -105,24 +208,7 @@ impl Compiler<'_> {
                 ),
             }
         }
-        for (name, vm) in &m.headers {
-            let at = format!("match.headers.{name}");
-            let hn = match http::HeaderName::from_bytes(name.as_bytes()) {
-                Ok(h) => Some(h),
-                Err(_) => {
-                    self.err(
-                        Section::Routes,
-                        i,
-                        &at,
-                        format!("invalid header name `{name}`"),
-                    );
-                    None
-                }
-            };
-            if let (Some(hn), Some(vm)) = (hn, self.value_matcher(i, &at, vm)) {
-                out.headers.push((hn, vm));
-            }
-        }
+        out.headers = self.header_conditions(i, "match.headers", &m.headers);
         for (name, vm) in &m.query {
             if let Some(vm) = self.value_matcher(i, &format!("match.query.{name}"), vm) {
                 out.query.push((name.clone(), vm));
@@ -165,13 +251,14 @@ impl Compiler<'_> {
             let matcher = self.matcher(i, &r.matches);
             let targets = r.cluster.is_some() as u8
                 + (!r.backends.is_empty()) as u8
-                + r.direct_response.is_some() as u8;
+                + r.direct_response.is_some() as u8
+                + r.redirect.is_some() as u8;
             if targets != 1 {
                 self.err(
                     Section::Routes,
                     i,
                     "",
-                    "a route needs exactly one of `cluster`, `backends` or `direct_response`",
+                    "a route needs exactly one of `cluster`, `backends`, `direct_response` or `redirect`",
                 );
             }
             let mut refs: Vec<(String, String, u32)> = Vec::new();
@@ -239,11 +326,31 @@ impl Compiler<'_> {
                         headers,
                     })
                 }
-                None => Action::Proxy(Backends {
-                    clusters: backends,
-                    total,
-                }),
+                None => {
+                    let redirect = r.redirect.as_ref().and_then(|rd| {
+                        let prefix = r.matches.path_prefix.as_deref();
+                        filters::redirect::Redirect::new(rd, prefix)
+                            .map_err(|filters::redirect::RedirectError::Field(f, why)| {
+                                self.err(Section::Routes, i, &format!("redirect.{f}"), why)
+                            })
+                            .ok()
+                    });
+                    match redirect {
+                        Some(rd) => Action::Redirect(rd),
+                        None => Action::Proxy(Backends {
+                            clusters: backends,
+                            total,
+                        }),
+                    }
+                }
             };
+            let cors = r.cors.as_ref().and_then(|c| {
+                filters::cors::Cors::new(c)
+                    .map(|policy| CorsPolicy::new(&r.name, policy))
+                    .map_err(|e| self.err(Section::Routes, i, "cors", e.to_string()))
+                    .ok()
+            });
+            let fault = self.fault(i, r);
             let mut prefix_rewrite = None;
             let mut host_rewrite = None;
             if let Some(rw) = &r.rewrite {
@@ -353,7 +460,7 @@ impl Compiler<'_> {
             let name: Arc<str> = r.name.as_str().into();
             let route_clusters = match &action {
                 Action::Proxy(b) => b.clusters.iter().map(|(c, _)| c.name.clone()).collect(),
-                Action::Direct(_) => Vec::new(),
+                Action::Direct(_) | Action::Redirect(_) => Vec::new(),
             };
             out.push(Route {
                 metrics: RouteMetrics::new(
@@ -375,6 +482,8 @@ impl Compiler<'_> {
                 timeout: r.timeout.map(|t| t.get()),
                 retry,
                 upgrades,
+                cors,
+                fault,
             });
         }
         out
