@@ -6,10 +6,12 @@ use std::path::Path;
 use std::sync::Arc;
 
 use pingora::tls::sign::CertifiedKey;
-use pingora::tls::{ClientHello, CryptoProvider, ResolvesServerCert, ServerConfig};
+use pingora::tls::{CryptoProvider, ServerConfig};
 use pingora::utils::tls::{CertKey, WrappedX509};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+use super::validity::Validity;
 
 /// Reads every certificate of a PEM file (at least one).
 pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
@@ -89,71 +91,90 @@ pub fn check_cert_pair(cert: &Path, key: &Path) -> Result<(), Vec<(PairPart, Str
         })
 }
 
-/// A CA bundle in the form Pingora's upstream peers take.
-pub fn load_ca_bundle(path: &Path) -> Result<Arc<[WrappedX509]>, String> {
+/// A CA bundle in the form Pingora's upstream peers take, with the
+/// narrowest validity window of its certificates.
+pub fn load_ca_bundle(path: &Path) -> Result<(Arc<[WrappedX509]>, Validity), String> {
     let certs = load_certs(path)?;
+    let validity = bundle_validity(path, &certs)?;
     let wrapped: Vec<WrappedX509> = certs
         .into_iter()
         .map(|c| WrappedX509::new(c.to_vec(), pingora::utils::tls::parse_x509))
         .collect();
-    Ok(wrapped.into())
+    Ok((wrapped.into(), validity))
+}
+
+/// The narrowest validity window of a bundle read by [`load_certs`].
+pub fn bundle_validity(path: &Path, certs: &[CertificateDer<'_>]) -> Result<Validity, String> {
+    Validity::narrowest(certs)
+        .map_err(|e| format!("`{}`: {e}", path.display()))?
+        .ok_or_else(|| format!("`{}` holds no PEM certificate", path.display()))
 }
 
 /// A client certificate and key for upstream mTLS (checked with
-/// [`check_cert_pair`] first).
-pub fn load_cert_key(cert: &Path, key: &Path) -> Result<Arc<CertKey>, String> {
+/// [`check_cert_pair`] first), with the validity of the leaf.
+pub fn load_cert_key(cert: &Path, key: &Path) -> Result<(Arc<CertKey>, Validity), String> {
     let certs = load_certs(cert)?;
     let key_der = load_key(key)?;
-    Ok(Arc::new(CertKey::new(
-        certs.into_iter().map(|c| c.to_vec()).collect(),
-        key_der.secret_der().to_vec(),
-    )))
+    let validity = bundle_validity(cert, &certs[..1])?;
+    Ok((
+        Arc::new(CertKey::new(
+            certs.into_iter().map(|c| c.to_vec()).collect(),
+            key_der.secret_der().to_vec(),
+        )),
+        validity,
+    ))
 }
 
-/// A listener's certificate, served from an arc-swapped key so a reload can
-/// rotate it: the next handshake presents the new certificate, handshakes in
-/// progress finish with the old one.
-#[derive(Debug)]
-pub struct CertResolver {
-    current: arc_swap::ArcSwap<CertifiedKey>,
-}
-
-fn certified_key(cert: &Path, key: &Path) -> Result<CertifiedKey, String> {
-    let certs = load_certs(cert)?;
-    let key_der = load_key(key)?;
-    pingora::tls::install_default_crypto_provider();
-    let provider = CryptoProvider::get_default().ok_or("no TLS crypto provider installed")?;
-    CertifiedKey::from_der(certs, key_der, provider).map_err(|e| {
-        format!(
-            "certificate `{}` and key `{}` cannot be used together: {e}",
-            cert.display(),
-            key.display()
-        )
-    })
-}
-
-impl CertResolver {
-    /// Loads the initial certificate and key.
-    pub fn load(cert: &Path, key: &Path) -> Result<Self, String> {
-        Ok(CertResolver {
-            current: arc_swap::ArcSwap::from_pointee(certified_key(cert, key)?),
+/// The DNS names of a certificate's subjectAltName, in order (empty when
+/// it has none or cannot be parsed).
+pub fn dns_names(der: &CertificateDer<'_>) -> Vec<String> {
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
+        return Vec::new();
+    };
+    let Ok(Some(san)) = cert.subject_alternative_name() else {
+        return Vec::new();
+    };
+    san.value
+        .general_names
+        .iter()
+        .filter_map(|n| match n {
+            x509_parser::extensions::GeneralName::DNSName(d) => Some(d.to_string()),
+            _ => None,
         })
-    }
-
-    /// Replaces the certificate when the files now hold a different one.
-    /// Returns whether it changed.
-    pub fn rotate(&self, cert: &Path, key: &Path) -> Result<bool, String> {
-        let new = certified_key(cert, key)?;
-        if new.cert == self.current.load().cert {
-            return Ok(false);
-        }
-        self.current.store(Arc::new(new));
-        Ok(true)
-    }
+        .collect()
 }
 
-impl ResolvesServerCert for CertResolver {
-    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.current.load_full())
-    }
+/// A certificate chain and key as rustls serves them. Problems are split by
+/// the file they are about, as in [`check_cert_pair`].
+pub fn certified_key(cert: &Path, key: &Path) -> Result<CertifiedKey, Vec<(PairPart, String)>> {
+    let (certs, key_der) = match (load_certs(cert), load_key(key)) {
+        (Ok(c), Ok(k)) => (c, k),
+        (c, k) => {
+            let mut errs = Vec::new();
+            if let Err(e) = c {
+                errs.push((PairPart::Cert, e));
+            }
+            if let Err(e) = k {
+                errs.push((PairPart::Key, e));
+            }
+            return Err(errs);
+        }
+    };
+    pingora::tls::install_default_crypto_provider();
+    let Some(provider) = CryptoProvider::get_default() else {
+        return Err(vec![(
+            PairPart::Key,
+            "no TLS crypto provider installed".into(),
+        )]);
+    };
+    CertifiedKey::from_der(certs, key_der, provider).map_err(|e| {
+        vec![(
+            PairPart::Key,
+            format!(
+                "certificate `{}` and key `{}` cannot be used together: {e}",
+                cert.display(),
+                key.display()
+            ),
+        )]
+    })
 }
