@@ -143,11 +143,17 @@ impl Compiler<'_> {
             Ok(map) => Some(Arc::new(map)),
             Err(clash) => {
                 let f = &files[clash.cert];
-                let at = match explicit_names.get(clash.cert) {
-                    Some(true) => format!("{}.names[{}]", f.at, clash.name),
-                    _ => format!("{}.cert", f.at),
+                let (at, m) = match explicit_names.get(clash.cert) {
+                    Some(true) => (format!("{}.names[{}]", f.at, clash.name), clash.message),
+                    _ => (
+                        format!("{}.cert", f.at),
+                        format!(
+                            "{} (a DNS name of its subjectAltName; give it `names` to choose what it serves)",
+                            clash.message
+                        ),
+                    ),
                 };
-                self.err(Section::Listeners, i, &at, clash.message);
+                self.err(Section::Listeners, i, &at, m);
                 None
             }
         }
