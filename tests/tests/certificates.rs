@@ -350,3 +350,65 @@ async fn a_reload_with_an_expired_listener_certificate_is_refused() {
         "also without SNI"
     );
 }
+
+#[test]
+fn validate_positions_certificate_list_mistakes() {
+    let ca = TestCa::new("list CA");
+    let dir = tempfile::tempdir().expect("tempdir");
+    ca.issue(&["a.example.com"])
+        .write(dir.path(), "a.pem", "a.key");
+    // b's SAN claims a.example.com as well.
+    ca.issue(&["b.example.com", "a.example.com"])
+        .write(dir.path(), "b.pem", "b.key");
+    let yaml = tpl(
+        r#"admin: {listen: "127.0.0.1:${admin}"}
+listeners:
+  - name: both
+    listen: "127.0.0.1:${p1}"
+    tls: {cert: a.pem, key: a.key, certificates: [{cert: b.pem, key: b.key}]}
+  - name: clash
+    listen: "127.0.0.1:${p2}"
+    tls:
+      certificates:
+        - {cert: a.pem, key: a.key}
+        - {cert: b.pem, key: b.key}
+  - name: named
+    listen: "127.0.0.1:${p3}"
+    tls:
+      certificates:
+        - {cert: a.pem, key: a.key, default: true}
+        - {cert: b.pem, key: b.key, names: [b.example.com, A.Example.com], default: true}
+"#,
+        &[
+            ("admin", &gateway_tests::free_port()),
+            ("p1", &gateway_tests::free_port()),
+            ("p2", &gateway_tests::free_port()),
+            ("p3", &gateway_tests::free_port()),
+        ],
+    );
+    std::fs::write(dir.path().join("gateway.yaml"), yaml).expect("write config");
+    let out = validate(dir.path());
+    assert_eq!(out.code(), Some(1), "stderr:\n{}", out.stderr);
+    for (pos, says) in [
+        (
+            "gateway.yaml:5:",
+            "either `cert` and `key` (one certificate) or `certificates`",
+        ),
+        (
+            "gateway.yaml:11:",
+            "server name `a.example.com` is already claimed by certificate 0",
+        ),
+        (
+            "gateway.yaml:17:",
+            "only one certificate can be the default",
+        ),
+    ] {
+        assert!(
+            out.stderr
+                .lines()
+                .any(|l| l.starts_with(pos) && l.contains(says)),
+            "expected `{pos}... {says}` in:\n{}",
+            out.stderr
+        );
+    }
+}
