@@ -65,7 +65,6 @@ impl Compiler<'_> {
         let several = files.len() > 1;
         let mut ok = true;
         let mut entries = Vec::new();
-        let mut explicit_names = Vec::new();
         let mut default: Option<usize> = None;
         for (j, f) in files.iter().enumerate() {
             if f.default {
@@ -79,62 +78,10 @@ impl Compiler<'_> {
                     None => default = Some(j),
                 }
             }
-            let cert = self.src.resolve(Section::Listeners, i, f.cert);
-            let key = self.src.resolve(Section::Listeners, i, f.key);
-            let served = match tls::certified_key(&cert, &key) {
-                Ok(k) => k,
-                Err(errs) => {
-                    self.pair_errors(Section::Listeners, i, &f.at, errs);
-                    ok = false;
-                    continue;
-                }
-            };
-            let cert_at = format!("{}.cert", f.at);
-            let Some(leaf) = served.cert.first() else {
-                // load_certs refuses empty files; kept as an error, not a panic.
-                self.err(Section::Listeners, i, &cert_at, "no certificate");
-                ok = false;
-                continue;
-            };
-            let validity = match Validity::of(leaf) {
-                Ok(v) => v,
-                Err(m) => {
-                    self.err(Section::Listeners, i, &cert_at, m);
-                    ok = false;
-                    continue;
-                }
-            };
-            if let Check::Invalid(m) = validity.check(&cert, self.now) {
-                let m = format!("{m}; a listener does not serve it (replace the file)");
-                self.err(Section::Listeners, i, &cert_at, m);
-                ok = false;
-                continue;
+            match self.listener_cert(i, listener, j, f, several) {
+                Some(entry) => entries.push(entry),
+                None => ok = false,
             }
-            let names = self.server_names(i, f, leaf);
-            if names.is_empty() && several && !f.default {
-                let m = format!(
-                    "certificate `{}` has no DNS name in its subjectAltName and no `names`, so no SNI would choose it",
-                    cert.display()
-                );
-                self.err(Section::Listeners, i, &cert_at, m);
-                ok = false;
-            }
-            let label = match (several, f.names.and_then(|n| n.first()), names.first()) {
-                (false, ..) => listener.to_string(),
-                (true, Some(first), _) => format!("{listener}/{first}"),
-                (true, None, Some(first)) => format!("{listener}/{}", shown(first)),
-                (true, None, None) => format!("{listener}/{j}"),
-            };
-            self.held_cert(CertKind::Listener, label, &cert, validity, |s, m| {
-                s.at(Section::Listeners, i, &cert_at, m)
-            });
-            explicit_names.push(f.names.is_some());
-            entries.push((
-                ServedCert {
-                    key: Arc::new(served),
-                },
-                names,
-            ));
         }
         if !ok {
             return None;
@@ -143,9 +90,9 @@ impl Compiler<'_> {
             Ok(map) => Some(Arc::new(map)),
             Err(clash) => {
                 let f = &files[clash.cert];
-                let (at, m) = match explicit_names.get(clash.cert) {
-                    Some(true) => (format!("{}.names[{}]", f.at, clash.name), clash.message),
-                    _ => (
+                let (at, m) = match f.names.is_some() {
+                    true => (format!("{}.names[{}]", f.at, clash.name), clash.message),
+                    false => (
                         format!("{}.cert", f.at),
                         format!(
                             "{} (a DNS name of its subjectAltName; give it `names` to choose what it serves)",
@@ -157,6 +104,71 @@ impl Compiler<'_> {
                 None
             }
         }
+    }
+
+    /// Loads and checks certificate `j` of listener `i` (`f`): the pair,
+    /// its validity (expired or not yet valid is an error), its names; and
+    /// records it for the expiry metric. `None` after reporting why not.
+    fn listener_cert(
+        &mut self,
+        i: usize,
+        listener: &str,
+        j: usize,
+        f: &CertFiles<'_>,
+        several: bool,
+    ) -> Option<(ServedCert, Vec<ServerName>)> {
+        let cert = self.src.resolve(Section::Listeners, i, f.cert);
+        let key = self.src.resolve(Section::Listeners, i, f.key);
+        let served = match tls::certified_key(&cert, &key) {
+            Ok(k) => k,
+            Err(errs) => {
+                self.pair_errors(Section::Listeners, i, &f.at, errs);
+                return None;
+            }
+        };
+        let cert_at = format!("{}.cert", f.at);
+        let validity = match served.cert.first().map(Validity::of) {
+            Some(Ok(v)) => v,
+            // load_certs refuses empty files; still an error, not a panic.
+            None => {
+                self.err(Section::Listeners, i, &cert_at, "no certificate");
+                return None;
+            }
+            Some(Err(m)) => {
+                self.err(Section::Listeners, i, &cert_at, m);
+                return None;
+            }
+        };
+        if let Check::Invalid(m) = validity.check(&cert, self.now) {
+            let m = format!("{m}; a listener does not serve it (replace the file)");
+            self.err(Section::Listeners, i, &cert_at, m);
+            return None;
+        }
+        let names = match served.cert.first() {
+            Some(leaf) => self.server_names(i, f, leaf),
+            None => Vec::new(),
+        };
+        if names.is_empty() && several && !f.default {
+            let m = format!(
+                "certificate `{}` has no DNS name in its subjectAltName and no `names`, so no SNI would choose it",
+                cert.display()
+            );
+            self.err(Section::Listeners, i, &cert_at, m);
+            return None;
+        }
+        let label = match (several, f.names.and_then(|n| n.first()), names.first()) {
+            (false, ..) => listener.to_string(),
+            (true, Some(first), _) => format!("{listener}/{first}"),
+            (true, None, Some(first)) => format!("{listener}/{}", shown(first)),
+            (true, None, None) => format!("{listener}/{j}"),
+        };
+        self.held_cert(CertKind::Listener, label, &cert, validity, |s, m| {
+            s.at(Section::Listeners, i, &cert_at, m)
+        });
+        let served = ServedCert {
+            key: Arc::new(served),
+        };
+        Some((served, names))
     }
 
     /// The `cert`/`key` pair or the `certificates` list: exactly one form.

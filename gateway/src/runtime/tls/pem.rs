@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use pingora::tls::sign::CertifiedKey;
-use pingora::tls::{CryptoProvider, ServerConfig};
+use pingora::tls::CryptoProvider;
 use pingora::utils::tls::{CertKey, WrappedX509};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
@@ -59,36 +59,7 @@ pub enum PairPart {
 /// Checks that a certificate chain and key load and belong together. Every
 /// problem is returned (a missing cert and a missing key are two problems).
 pub fn check_cert_pair(cert: &Path, key: &Path) -> Result<(), Vec<(PairPart, String)>> {
-    let certs = load_certs(cert);
-    let key_der = load_key(key);
-    let (certs, key_der) = match (certs, key_der) {
-        (Ok(c), Ok(k)) => (c, k),
-        (c, k) => {
-            let mut errs = Vec::new();
-            if let Err(e) = c {
-                errs.push((PairPart::Cert, e));
-            }
-            if let Err(e) = k {
-                errs.push((PairPart::Key, e));
-            }
-            return Err(errs);
-        }
-    };
-    pingora::tls::install_default_crypto_provider();
-    ServerConfig::builder()
-        .with_no_client_auth()
-        .with_single_cert(certs, key_der)
-        .map(|_| ())
-        .map_err(|e| {
-            vec![(
-                PairPart::Key,
-                format!(
-                    "certificate `{}` and key `{}` cannot be used together: {e}",
-                    cert.display(),
-                    key.display()
-                ),
-            )]
-        })
+    certified_key(cert, key).map(|_| ())
 }
 
 /// A CA bundle in the form Pingora's upstream peers take, with the
