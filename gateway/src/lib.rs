@@ -64,17 +64,21 @@ pub fn load_runtime(path: &Path) -> Result<Runtime, Diagnostics> {
 }
 
 impl Gateway {
-    /// Shared state around a first runtime. Fails when a listener
-    /// certificate cannot be loaded (compile checked it, but files can change).
+    /// Shared state around a first runtime: the listeners' certificate
+    /// resolvers (serving the certificates compiled into `runtime`), the
+    /// certificate expiry metric, and the config's warnings logged.
     pub fn new(config_path: PathBuf, runtime: Runtime) -> Result<Self, String> {
         let mut listener_certs = HashMap::new();
         for l in &runtime.listeners {
             if let Some(tls) = &l.tls {
-                let resolver = CertResolver::load(&tls.cert, &tls.key)
-                    .map_err(|e| format!("listener `{}`: {e}", l.name))?;
+                let resolver = CertResolver::new(tls.certs.clone());
                 listener_certs.insert(l.name.to_string(), Arc::new(resolver));
             }
         }
+        for w in &runtime.warnings {
+            tracing::warn!("{w}");
+        }
+        metrics::METRICS.set_certificate_expiry(&[], &runtime.certificates);
         let status = ReloadStatus::startup(&runtime);
         runtime.start_health_checks();
         let watch = WatchState::new(&runtime);

@@ -98,6 +98,10 @@ fn main() -> ExitCode {
         }
     };
     if !run {
+        // `run` logs them (Gateway::new), as reloads do.
+        for w in &runtime.warnings {
+            eprintln!("warning: {w}");
+        }
         println!(
             "{}: ok ({} listeners, {} clusters, {} routes)",
             path.display(),

@@ -62,6 +62,9 @@ pub struct ReloadStatus {
     pub last_outcome: Outcome,
     /// Its errors, `file:line:column: message` each.
     pub last_errors: Vec<String>,
+    /// Warnings of the serving config (certificates expiring soon), as
+    /// positioned as the errors.
+    pub last_warnings: Vec<String>,
     /// When a config was last applied (RFC 3339).
     pub last_success: Option<String>,
     /// Changes that were not applied because they need a restart.
@@ -81,6 +84,7 @@ impl ReloadStatus {
             last_trigger: "startup",
             last_outcome: Outcome::Success,
             last_errors: Vec::new(),
+            last_warnings: rt.warnings.iter().map(ToString::to_string).collect(),
             last_success: Some(now),
             restart_required: Vec::new(),
         }
@@ -224,24 +228,26 @@ pub fn reload(gateway: &Gateway, trigger: &'static str) -> ReloadStatus {
                     "{r}: restart the gateway (or use `gateway run --upgrade`) to apply"
                 );
             }
-            let mut cert_errors = Vec::new();
+            // The certificates were loaded and checked by compile: hand
+            // each listener its new table (one atomic store per listener).
             for l in &new.listeners {
                 if let (Some(tls), Some(resolver)) = (&l.tls, gateway.listener_certs.get(&*l.name))
                 {
-                    match resolver.rotate(&tls.cert, &tls.key) {
-                        Ok(true) => {
-                            tracing::info!(listener = %l.name, "listener certificate rotated")
-                        }
-                        Ok(false) => {}
-                        Err(e) => cert_errors.push(e),
+                    if resolver.store(tls.certs.clone()) {
+                        tracing::info!(listener = %l.name, "listener certificates rotated");
                     }
                 }
             }
+            for w in &new.warnings {
+                tracing::warn!(trigger, "{w}");
+            }
+            METRICS.set_certificate_expiry(&current.certificates, &new.certificates);
             let generation = new.generation;
             status.generation = generation;
             status.sources_hash = format!("{:016x}", new.sources_hash);
             status.last_outcome = Outcome::Success;
-            status.last_errors = cert_errors;
+            status.last_errors.clear();
+            status.last_warnings = new.warnings.iter().map(ToString::to_string).collect();
             status.last_success = Some(attempt);
             status.restart_required = restart;
             new.start_health_checks();

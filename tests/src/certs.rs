@@ -1,6 +1,7 @@
 //! Test certificates made with rcgen: one CA per test, leaves signed by it.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use rcgen::{
     date_time_ymd, BasicConstraints, Certificate, CertificateParams, DistinguishedName, DnType,
@@ -17,6 +18,15 @@ pub struct TestCa {
 impl TestCa {
     /// A new CA whose subject common name is `common_name`.
     pub fn new(common_name: &str) -> TestCa {
+        Self::with_not_after(common_name, None)
+    }
+
+    /// A new CA valid until `not_after` (Unix seconds), for expiry tests.
+    pub fn expiring(common_name: &str, not_after: u64) -> TestCa {
+        Self::with_not_after(common_name, Some(not_after))
+    }
+
+    fn with_not_after(common_name: &str, not_after: Option<u64>) -> TestCa {
         let key = KeyPair::generate().expect("generate CA key");
         let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
         let mut dn = DistinguishedName::new();
@@ -28,6 +38,9 @@ impl TestCa {
             KeyUsagePurpose::CrlSign,
             KeyUsagePurpose::DigitalSignature,
         ];
+        if let Some(t) = not_after {
+            params.not_after = date_time_ymd(1970, 1, 1) + Duration::from_secs(t);
+        }
         let cert = params.self_signed(&key).expect("self-sign CA");
         TestCa { cert, key }
     }
@@ -131,6 +144,9 @@ impl TestCa {
                 params.not_before = date_time_ymd(2090, 1, 1);
                 params.not_after = date_time_ymd(2091, 1, 1);
             }
+            Validity::Until(t) => {
+                params.not_after = date_time_ymd(1970, 1, 1) + Duration::from_secs(t)
+            }
         }
         let cert = params
             .signed_by(&key, &self.cert, &self.key)
@@ -150,6 +166,8 @@ pub enum Validity {
     Expired,
     /// 2090-01-01 to 2091-01-01: not yet valid.
     NotYetValid,
+    /// From rcgen's default not-before (1975) to this Unix time.
+    Until(u64),
 }
 
 /// What [`TestCa::issue_with`] puts in a leaf: SANs, validity, whether it
@@ -220,6 +238,12 @@ impl LeafSpec {
     /// Valid from 2090-01-01.
     pub fn not_yet_valid(mut self) -> LeafSpec {
         self.validity = Validity::NotYetValid;
+        self
+    }
+
+    /// Valid until `unix_secs` (notAfter; whole seconds, as X.509 keeps it).
+    pub fn not_after(mut self, unix_secs: u64) -> LeafSpec {
+        self.validity = Validity::Until(unix_secs);
         self
     }
 

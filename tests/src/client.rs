@@ -5,6 +5,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use rustls::pki_types::CertificateDer;
+
 use crate::certs::{LeafCert, TestCa};
 
 /// Per-request timeout of every harness client: no test waits forever.
@@ -204,5 +206,91 @@ pub fn curl(args: &[&str], cwd: &Path) -> CurlOutput {
         code: out.status.code(),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// The leaf certificate a TLS server at `addr` presents for `sni` (`None`:
+/// the ClientHello carries no SNI, as when a client connects by IP). The
+/// chain is not verified, only read: the test compares it with the
+/// certificate it expects, which is the stronger check. The server must
+/// still prove it holds the key (the handshake signature is verified).
+pub async fn served_cert(addr: SocketAddr, sni: Option<&str>) -> CertificateDer<'static> {
+    use rustls::pki_types::ServerName;
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .dangerous()
+        .with_custom_certificate_verifier(std::sync::Arc::new(ReadOnly(provider)))
+        .with_no_client_auth();
+    // rustls sends no SNI for an IP address.
+    let name = match sni {
+        Some(n) => ServerName::try_from(n.to_string()).expect("server name"),
+        None => ServerName::IpAddress(addr.ip().into()),
+    };
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let limit = Duration::from_secs(10);
+    let tcp = tokio::time::timeout(limit, tokio::net::TcpStream::connect(addr))
+        .await
+        .expect("TCP connect in time")
+        .unwrap_or_else(|e| panic!("TCP connect to {addr}: {e}"));
+    let tls = tokio::time::timeout(limit, connector.connect(name, tcp))
+        .await
+        .expect("TLS handshake in time")
+        .unwrap_or_else(|e| panic!("TLS handshake with {addr} (SNI {sni:?}): {e}"));
+    let (_, conn) = tls.get_ref();
+    conn.peer_certificates()
+        .and_then(|c| c.first())
+        .expect("the server presented a certificate")
+        .clone()
+        .into_owned()
+}
+
+/// A verifier that accepts any chain but checks handshake signatures.
+#[derive(Debug)]
+struct ReadOnly(std::sync::Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for ReadOnly {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
     }
 }

@@ -61,8 +61,8 @@ mod upstream;
 
 pub use certs::{LeafCert, LeafSpec, TestCa, Validity};
 pub use client::{
-    curl, http_client, http_client_with_host, mtls_client, rustls_connector, tls_client,
-    tls_exchange, CurlOutput, TlsOutcome,
+    curl, http_client, http_client_with_host, mtls_client, rustls_connector, served_cert,
+    tls_client, tls_exchange, CurlOutput, TlsOutcome,
 };
 pub use fixture::{
     endpoints, error_chain, fire, fire_with, metric, tail, three_sigma, upload_body, wait_metrics,

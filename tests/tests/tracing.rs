@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use gateway_tests::{
     free_port, http_client, metric_value, parse_families, parse_prometheus, show_spans, tpl, url,
-    wait_metrics, workspace_root, Gateway, OtlpReceiver, ReceivedSpan, Reply, SpanKind, Upstream,
+    wait_metrics, workspace_root, Gateway, OtlpReceiver, ReceivedSpan, Reply, SpanKind, TestCa,
+    Upstream,
 };
 use serde_json::Value;
 
@@ -686,6 +687,8 @@ async fn exercised_gateway(want: &[&str]) -> Exercised {
     let flaky = Upstream::fail_once(503);
     let broken = Upstream::start("broken", |_| Reply::text(500, "broken\n"));
     let gw = Gateway::builder()
+        // A CA bundle, so the certificate expiry gauge has a series.
+        .file("td-ca.pem", &TestCa::new("dashboard CA").cert_pem())
         .yaml(&tpl(
             r#"
 gateway: {name: gw-metrics}
@@ -702,6 +705,7 @@ routes:
   - {name: shed, match: {path_prefix: /shed}, cluster: shed}
   - {name: mirrored, match: {path_prefix: /mirrored}, cluster: ok, mirror: [{cluster: shadow, compare: {status: true}}]}
 telemetry: {tracing: {otlp_endpoint: "${otlp}", sample_ratio: 1.0}}
+trust_domains: [{name: td.example, ca: td-ca.pem}]
 "#,
             &[("ok", &ok.address()),
             ("flaky", &flaky.address()),
@@ -1004,6 +1008,7 @@ async fn dashboard_queries_only_live_metrics() {
         "gateway_circuit_open_total",
         "gateway_outlier_ejections_total",
         "gateway_trace_spans_dropped_total",
+        "gateway_certificate_expiry_timestamp_seconds",
     ] {
         assert!(
             referenced.contains(must),

@@ -3,12 +3,15 @@
 
 pub mod handles;
 
+use std::collections::HashMap;
 use std::sync::LazyLock;
 
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
 };
+
+use crate::runtime::tls::validity::CertExpiry;
 
 /// All gateway metrics, in their own registry.
 pub struct Metrics {
@@ -83,6 +86,9 @@ pub struct Metrics {
     pub config_generation: IntGauge,
     /// `gateway_config_last_reload_success_timestamp_seconds`
     pub config_last_success: prometheus::Gauge,
+    /// `gateway_certificate_expiry_timestamp_seconds{kind,name}`: notAfter
+    /// of every certificate held (see [`Metrics::set_certificate_expiry`]).
+    pub certificate_expiry: IntGaugeVec,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -309,6 +315,14 @@ impl Metrics {
             "Unix time the serving config was applied.",
         )
         .expect("static metric definition");
+        let certificate_expiry = IntGaugeVec::new(
+            Opts::new(
+                "gateway_certificate_expiry_timestamp_seconds",
+                "notAfter (Unix time) of each certificate held, by kind (listener, client, ca) and name; the earliest of a CA bundle.",
+            ),
+            &["kind", "name"],
+        )
+        .expect("static metric definition");
         let build_info = IntGaugeVec::new(
             Opts::new(
                 "gateway_build_info",
@@ -351,6 +365,7 @@ impl Metrics {
             Box::new(egress_tunnel_duration.clone()),
             Box::new(config_generation.clone()),
             Box::new(config_last_success.clone()),
+            Box::new(certificate_expiry.clone()),
             Box::new(build_info),
         ] {
             registry.register(c).expect("metric names are unique");
@@ -387,6 +402,7 @@ impl Metrics {
             egress_tunnel_duration,
             config_generation,
             config_last_success,
+            certificate_expiry,
         }
     }
 
@@ -412,6 +428,35 @@ impl Metrics {
                     g.inc();
                 }
             }
+        }
+    }
+}
+
+impl Metrics {
+    /// Sets `gateway_certificate_expiry_timestamp_seconds` to the
+    /// certificates of the serving config, `now`, and removes the series of
+    /// those in `before` (the previous config) no longer held. Series that
+    /// stay are overwritten in place, never removed first, so no scrape
+    /// sees them missing. Two certificates under one label pair keep the
+    /// earlier notAfter.
+    pub fn set_certificate_expiry(&self, before: &[CertExpiry], now: &[CertExpiry]) {
+        let mut want: HashMap<(&str, &str), i64> = HashMap::new();
+        for c in now {
+            let v = want.entry((c.kind.label(), &c.name)).or_insert(c.not_after);
+            *v = (*v).min(c.not_after);
+        }
+        for c in before {
+            if !want.contains_key(&(c.kind.label(), c.name.as_str())) {
+                // Err: already gone (a duplicate in `before`).
+                let _ = self
+                    .certificate_expiry
+                    .remove_label_values(&[c.kind.label(), &c.name]);
+            }
+        }
+        for ((kind, name), not_after) in want {
+            self.certificate_expiry
+                .with_label_values(&[kind, name])
+                .set(not_after);
         }
     }
 }

@@ -53,13 +53,12 @@ pub struct ListenerSpec {
     pub redirect: Option<filters::redirect::Redirect>,
 }
 
-/// TLS files of a listener, resolved to paths.
+/// TLS settings of a listener, its certificates loaded.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ListenerTlsSpec {
-    /// PEM chain.
-    pub cert: PathBuf,
-    /// PEM key.
-    pub key: PathBuf,
+    /// The certificates by SNI (one, the default, for the `cert`/`key`
+    /// form); a reload hands the new table to the listener's resolver.
+    pub certs: Arc<tls::ListenerCerts>,
     /// Offer h2 in ALPN.
     pub h2: bool,
     /// Ask for client certificates (fixed at startup, like the address).
@@ -97,6 +96,12 @@ pub struct Runtime {
     pub identity: crate::identity::IdentityRuntime,
     /// Egress rules, if configured.
     pub egress: Option<Arc<crate::egress::EgressRuntime>>,
+    /// Every certificate and CA bundle held, with its notAfter
+    /// (`gateway_certificate_expiry_timestamp_seconds`).
+    pub certificates: Vec<tls::validity::CertExpiry>,
+    /// Problems that do not stop this config (certificates expiring
+    /// soon): printed by `gateway validate`, logged by run and reload.
+    pub warnings: Vec<Diagnostic>,
 }
 
 impl Runtime {
@@ -115,8 +120,11 @@ pub fn referenced_files(loaded: &LoadedConfig) -> Vec<PathBuf> {
     let mut out = Vec::new();
     for (i, l) in loaded.config.listeners.iter().enumerate() {
         if let Some(t) = &l.tls {
-            out.push(src.resolve(Section::Listeners, i, &t.cert));
-            out.push(src.resolve(Section::Listeners, i, &t.key));
+            let pairs = t.certificates.iter().flatten().map(|c| (&c.cert, &c.key));
+            let single = t.cert.iter().chain(t.key.iter());
+            for f in pairs.flat_map(|(c, k)| [c, k]).chain(single) {
+                out.push(src.resolve(Section::Listeners, i, f));
+            }
         }
     }
     for (i, c) in loaded.config.clusters.iter().enumerate() {
@@ -187,6 +195,9 @@ pub fn compile(loaded: &LoadedConfig, previous: Option<&Runtime>) -> Result<Runt
             .iter()
             .map(|c| c.name.clone())
             .collect(),
+        warnings: Vec::new(),
+        certificates: Vec::new(),
+        now: tls::validity::unix_now(),
     };
     let cfg = &loaded.config;
     let admin_addr = c.socket_addr(cfg.admin.listen.as_str(), |s, m| s.top("admin.listen", m));
@@ -216,6 +227,8 @@ pub fn compile(loaded: &LoadedConfig, previous: Option<&Runtime>) -> Result<Runt
         watch_files,
         identity,
         egress,
+        certificates: c.certificates,
+        warnings: c.warnings,
     })
 }
 
@@ -227,6 +240,12 @@ struct Compiler<'a> {
     gateway_locality: config::Locality,
     /// Names of every declared cluster.
     declared_clusters: Vec<String>,
+    /// Problems that do not stop the config.
+    warnings: Vec<Diagnostic>,
+    /// Certificates the runtime will hold, for the expiry metric.
+    certificates: Vec<tls::validity::CertExpiry>,
+    /// Unix seconds at the start of compiling (validity checks).
+    now: i64,
 }
 
 fn anchored(re: &str) -> Result<Regex, String> {

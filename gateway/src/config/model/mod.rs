@@ -231,14 +231,26 @@ fn default_true() -> bool {
     true
 }
 
-/// TLS termination settings of a listener.
+/// TLS termination settings of a listener. Its certificate is either one
+/// `cert`/`key` pair, or a list of `certificates` chosen by SNI; exactly one
+/// of the two forms.
 #[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ListenerTls {
-    /// PEM certificate chain, leaf first.
-    pub cert: String,
-    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
-    pub key: String,
+    /// PEM certificate chain, leaf first: the listener's one certificate,
+    /// served whatever the SNI (with `key`; not with `certificates`).
+    #[serde(default)]
+    pub cert: Option<String>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of `cert`.
+    #[serde(default)]
+    pub key: Option<String>,
+    /// Several certificates, chosen by the SNI of the ClientHello: an exact
+    /// name first, then a `*.` wildcard covering one label, both
+    /// case-insensitive; no SNI or an unknown name gets the default
+    /// certificate (the one with `default: true`, else the first). Two
+    /// certificates may not claim the same name.
+    #[serde(default)]
+    pub certificates: Option<Vec<ListenerCertificate>>,
     /// ALPN protocols offered, in order: `h2`, `http/1.1`.
     #[serde(default = "default_alpn")]
     pub alpn: Vec<Alpn>,
@@ -249,6 +261,24 @@ pub struct ListenerTls {
     /// with a `ca`.
     #[serde(default)]
     pub client_trust_domains: Option<Vec<String>>,
+}
+
+/// One certificate of a listener's `certificates` list.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerCertificate {
+    /// PEM certificate chain, leaf first.
+    pub cert: String,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: String,
+    /// Server names (`api.example.com`, `*.example.com`) this certificate
+    /// is served for; default: the DNS names of its subjectAltName.
+    #[serde(default)]
+    pub names: Option<Vec<String>>,
+    /// Serve this certificate when the SNI is missing or matches no name
+    /// (at most one; default: the first of the list).
+    #[serde(default)]
+    pub default: bool,
 }
 
 fn default_alpn() -> Vec<Alpn> {

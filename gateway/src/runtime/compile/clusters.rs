@@ -3,6 +3,7 @@
 //! fingerprint that lets a reload keep an unchanged cluster with its state.
 
 use super::super::*;
+use crate::runtime::tls::validity::CertKind;
 
 impl Compiler<'_> {
     pub(in crate::runtime) fn clusters(&mut self, cfg: &Config) -> HashMap<String, Arc<Cluster>> {
@@ -128,7 +129,19 @@ impl Compiler<'_> {
             if let Some(ca) = ca {
                 files.push(ca.clone());
                 match tls::load_ca_bundle(&ca) {
-                    Ok(b) => settings.ca = Some(b),
+                    Ok((b, validity)) => {
+                        settings.ca = Some(b);
+                        // Named after the key that brought the bundle in.
+                        let at = if t.ca.is_some() {
+                            "tls.ca"
+                        } else {
+                            "tls.trust_domain"
+                        };
+                        let name = format!("cluster/{}", c.name);
+                        self.held_cert(CertKind::Ca, name, &ca, validity, |s, m| {
+                            s.at(Section::Clusters, i, at, m)
+                        });
+                    }
                     Err(m) => self.err(Section::Clusters, i, "tls.ca", m),
                 }
             }
@@ -142,7 +155,13 @@ impl Compiler<'_> {
                     match tls::check_cert_pair(&cert, &key).and_then(|()| {
                         tls::load_cert_key(&cert, &key).map_err(|e| vec![(tls::PairPart::Cert, e)])
                     }) {
-                        Ok(ck) => settings.client_cert = Some(ck),
+                        Ok((ck, validity)) => {
+                            settings.client_cert = Some(ck);
+                            let name = c.name.clone();
+                            self.held_cert(CertKind::Client, name, &cert, validity, |s, m| {
+                                s.at(Section::Clusters, i, "tls.cert", m)
+                            });
+                        }
                         Err(errs) => self.pair_errors(Section::Clusters, i, "tls", errs),
                     }
                 }

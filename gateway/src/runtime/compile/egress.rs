@@ -3,6 +3,7 @@
 
 use super::super::*;
 use crate::egress::{EgressMetrics, EgressRuntime};
+use crate::runtime::tls::validity::CertKind;
 
 impl Compiler<'_> {
     pub(in crate::runtime) fn egress(&mut self, cfg: &Config) -> Option<Arc<EgressRuntime>> {
@@ -21,8 +22,12 @@ impl Compiler<'_> {
             let Some(ca) = &r.ca else { continue };
             let path = self.src.resolve_top(ca);
             match tls::load_ca_bundle(&path) {
-                Ok(b) => {
+                Ok((b, validity)) => {
                     cas.insert(Arc::<str>::from(ca.as_str()), b);
+                    let name = format!("egress_rule/{}", r.name);
+                    self.held_cert(CertKind::Ca, name, &path, validity, |s, m| {
+                        s.top(&format!("egress.rules[{i}].ca"), m)
+                    });
                 }
                 Err(m) => {
                     let d = self.src.top(&format!("egress.rules[{i}].ca"), m);

@@ -12,6 +12,7 @@ use crate::identity::client_auth::domain_verifier;
 use crate::identity::request::{MintSpec, RouteIdentity};
 use crate::identity::token::TokenSigner;
 use crate::identity::{IdentityRuntime, JwksSource, TrustDomainRt};
+use crate::runtime::tls::validity::CertKind;
 
 impl Compiler<'_> {
     pub(in crate::runtime) fn identity(&mut self, cfg: &Config) -> IdentityRuntime {
@@ -33,8 +34,17 @@ impl Compiler<'_> {
             };
             if let Some(ca) = &td.ca {
                 let path = self.src.resolve_top(ca);
-                match tls::load_certs(&path).and_then(domain_verifier) {
-                    Ok(v) => rt.client_verifier = Some(v),
+                let bundle = tls::load_certs(&path).and_then(|certs| {
+                    let validity = tls::bundle_validity(&path, &certs)?;
+                    Ok((domain_verifier(certs)?, validity))
+                });
+                match bundle {
+                    Ok((v, validity)) => {
+                        rt.client_verifier = Some(v);
+                        let name = format!("trust_domain/{}", td.name);
+                        let at = at("ca");
+                        self.held_cert(CertKind::Ca, name, &path, validity, |s, m| s.top(&at, m));
+                    }
                     Err(e) => self.top(&at("ca"), e),
                 }
                 rt.ca = Some(path);

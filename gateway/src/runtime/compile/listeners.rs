@@ -107,8 +107,6 @@ impl Compiler<'_> {
                 }
             }
             let tls = l.tls.as_ref().and_then(|t| {
-                let cert = self.src.resolve(Section::Listeners, i, &t.cert);
-                let key = self.src.resolve(Section::Listeners, i, &t.key);
                 if t.alpn.is_empty() {
                     self.err(
                         Section::Listeners,
@@ -118,19 +116,12 @@ impl Compiler<'_> {
                     );
                 }
                 self.client_auth(i, t, cfg);
-                match tls::check_cert_pair(&cert, &key) {
-                    Ok(()) => Some(ListenerTlsSpec {
-                        cert,
-                        key,
-                        h2: t.alpn.contains(&Alpn::H2),
-                        client_auth: t.client_auth,
-                        client_trust_domains: t.client_trust_domains.clone(),
-                    }),
-                    Err(errs) => {
-                        self.pair_errors(Section::Listeners, i, "tls", errs);
-                        None
-                    }
-                }
+                Some(ListenerTlsSpec {
+                    certs: self.listener_certs(i, &l.name, t)?,
+                    h2: t.alpn.contains(&Alpn::H2),
+                    client_auth: t.client_auth,
+                    client_trust_domains: t.client_trust_domains.clone(),
+                })
             });
             if l.read_buffer_bytes.is_some_and(|n| n > MAX_READ_BUFFER) {
                 self.err(
