@@ -16,6 +16,7 @@
 //! - `mirror.rs`: starting the route's mirror copies ([`crate::mirror`]).
 //! - `upstream.rs`: the cluster of a proxied route, then each try: the
 //!   endpoint, and how the try went (health, breaker, metrics, spans).
+//! - `limits.rs`: request body limits (413, cut streams).
 //! - `retry.rs`: whether a failed try is tried again (pure decisions).
 //! - `respond.rs`: responses the gateway writes itself.
 //! - `logging.rs` and `access_line.rs`: the last step of every request.
@@ -25,6 +26,7 @@ mod access_line;
 pub mod ctx;
 pub mod forwarding;
 mod identity;
+pub mod limits;
 mod logging;
 mod mirror;
 mod ratelimit;
@@ -42,6 +44,7 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::Error;
 
+use crate::limits::Gatekeeper;
 use crate::runtime::route::Action;
 use crate::Gateway;
 use ctx::RequestCtx;
@@ -56,17 +59,32 @@ pub struct GatewayProxy {
     listener_index: usize,
     https: bool,
     gateway: Arc<Gateway>,
+    /// The listener's limits (the body limit here) and refusal counters.
+    gk: Arc<Gatekeeper>,
 }
 
 impl GatewayProxy {
-    /// A proxy for the listener `name`, the `index`-th of the runtime's listeners.
-    pub fn new(name: Arc<str>, index: usize, https: bool, gateway: Arc<Gateway>) -> Self {
+    /// A proxy for the listener `name`, the `index`-th of the runtime's
+    /// listeners, under the listener's limits `gk`.
+    pub fn new(
+        name: Arc<str>,
+        index: usize,
+        https: bool,
+        gateway: Arc<Gateway>,
+        gk: Arc<Gatekeeper>,
+    ) -> Self {
         GatewayProxy {
             listener: name,
             listener_index: index,
             https,
             gateway,
+            gk,
         }
+    }
+
+    /// The body limit of the request `ctx` (its route's, else the listener's).
+    fn body_limit(&self, ctx: &RequestCtx) -> Option<u64> {
+        limits::body_limit(ctx.route(), self.gk.limits.max_body_bytes)
     }
 }
 
@@ -123,6 +141,15 @@ impl ProxyHttp for GatewayProxy {
         };
         let route = &runtime.router.routes[idx];
         ctx.enter_route(idx, route, session.req_header().method.as_str(), self.https);
+        if let Some(limit) = limits::body_limit(Some(route), self.gk.limits.max_body_bytes) {
+            if limits::declared_too_large(session.req_header(), limit) {
+                self.gk.refusals.body_too_large.inc();
+                // The body is not read: the connection cannot carry another request.
+                session.set_keepalive(None);
+                let body = Bytes::from_static(limits::TOO_LARGE_BODY.as_bytes());
+                return respond::early(session, ctx, 413, body).await;
+            }
+        }
         if identity::enforce(session, ctx, route).await? {
             return Ok(true);
         }
@@ -166,11 +193,16 @@ impl ProxyHttp for GatewayProxy {
 
     async fn request_body_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         body: &mut Option<Bytes>,
         end_of_stream: bool,
         ctx: &mut Self::CTX,
     ) -> pingora::Result<()> {
+        // Before the piece goes anywhere (upstream, mirrors).
+        if let Err(e) = limits::check_read(session, self.body_limit(ctx)) {
+            self.gk.refusals.body_too_large.inc();
+            return Err(e);
+        }
         // Each try sees the body from its start (a retry replays the
         // buffered prefix); the copies skip what they already have.
         let offset = ctx.body_offset;
@@ -300,6 +332,11 @@ impl ProxyHttp for GatewayProxy {
         if std::mem::take(&mut ctx.status_retry) {
             // Decided (budget taken) in upstream_response_filter.
             e.set_retry(true);
+            return e;
+        }
+        if limits::is_refusal(&e) {
+            // The client's fault, not the upstream's: no retry, no upstream error.
+            e.set_retry(false);
             return e;
         }
         upstream::proxy_failed(ctx, &e);

@@ -49,6 +49,8 @@ pub struct ListenerSpec {
     pub read_buffer_bytes: usize,
     /// Served by the lean HTTP/1 path rather than `ProxyHttp`.
     pub lean: bool,
+    /// Timeouts and limits (fixed at startup).
+    pub limits: crate::limits::Limits,
 }
 
 /// TLS files of a listener, resolved to paths.

@@ -321,6 +321,8 @@ pub struct Route {
     pub identity: crate::identity::request::RouteIdentity,
     /// Metric handles of this route.
     pub metrics: crate::metrics::handles::RouteMetrics,
+    /// Largest request body on this route (overrides the listener's).
+    pub max_request_body_bytes: Option<u64>,
 }
 
 /// The ordered route table.

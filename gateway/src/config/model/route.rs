@@ -53,6 +53,12 @@ pub struct Route {
     /// How the caller's identity is passed to the upstream.
     #[serde(default)]
     pub identity: Option<IdentityForwarding>,
+    /// Largest request body on this route, bytes; overrides the listener's
+    /// `limits.max_request_body_bytes` (larger or smaller). Same behaviour:
+    /// 413 for a `Content-Length` over it, a cut stream for a body that
+    /// grows past it. 0 refuses every body.
+    #[serde(default)]
+    pub max_request_body_bytes: Option<u64>,
 }
 
 /// A mirror target: a sampled copy of requests goes to `cluster`, its

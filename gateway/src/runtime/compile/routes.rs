@@ -357,6 +357,7 @@ impl Compiler<'_> {
                 response_headers,
                 timeout: r.timeout.map(|t| t.get()),
                 retry,
+                max_request_body_bytes: r.max_request_body_bytes,
             });
         }
         out
