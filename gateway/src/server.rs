@@ -26,9 +26,9 @@ use crate::lean::LeanApp;
 use crate::limits::{ConnectionGate, Gatekeeper, ProxyHttpFront};
 use crate::metrics::METRICS;
 use crate::proxy::GatewayProxy;
-use pingora::proxy::HttpProxy;
 use crate::runtime::{ListenerSpec, ListenerTlsSpec};
 use crate::Gateway;
+use pingora::proxy::HttpProxy;
 
 /// After a graceful shutdown started (SIGTERM, or SIGQUIT once the sockets
 /// were handed to the new process), Pingora sleeps for the whole grace

@@ -76,7 +76,11 @@ pub async fn read_head(
     let max = gk.limits.max_header_bytes;
     let mut scanned = 0;
     if let Some(end) = head_end(&buf, &mut scanned) {
-        return if end > max { Err(Refused::TooLarge) } else { Ok(buf) };
+        return if end > max {
+            Err(Refused::TooLarge)
+        } else {
+            Ok(buf)
+        };
     }
     let read = async {
         loop {
@@ -92,7 +96,11 @@ pub async fn read_head(
                 Ok(_) => {}
             }
             if let Some(end) = head_end(&buf, &mut scanned) {
-                return if end > max { Err(Refused::TooLarge) } else { Ok(()) };
+                return if end > max {
+                    Err(Refused::TooLarge)
+                } else {
+                    Ok(())
+                };
             }
         }
     };
@@ -182,10 +190,17 @@ mod tests {
     fn the_head_ends_at_its_blank_line_however_it_arrives() {
         let head = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
         assert_eq!(end(&[head]), Some(head.len()));
-        assert_eq!(end(&[b"GET / HTTP/1.1\r\nHost: x\r\n\r\nbody"]), Some(head.len()));
+        assert_eq!(
+            end(&[b"GET / HTTP/1.1\r\nHost: x\r\n\r\nbody"]),
+            Some(head.len())
+        );
         // Split anywhere, the CRLF CRLF included.
         for cut in 1..head.len() {
-            assert_eq!(end(&[&head[..cut], &head[cut..]]), Some(head.len()), "{cut}");
+            assert_eq!(
+                end(&[&head[..cut], &head[cut..]]),
+                Some(head.len()),
+                "{cut}"
+            );
         }
         let bytes: Vec<&[u8]> = head.chunks(1).collect();
         assert_eq!(end(&bytes), Some(head.len()));

@@ -3,7 +3,8 @@
 //! HTTP/2 go through these hooks, so the limit holds for all of them.
 //!
 //! A declared `Content-Length` over the limit is answered 413 in
-//! `request_filter`, before a try starts. A body without a declared
+//! `request_filter`, before a try starts; a small body is then read and
+//! dropped so the connection stays usable, a large one closes it. A body without a declared
 //! length (chunked, HTTP/2 without `content-length`) is checked as it is
 //! read, in `request_body_filter`, which runs before a piece is sent
 //! upstream: the piece that crosses the limit fails the request instead,
@@ -28,13 +29,18 @@ pub fn body_limit(route: Option<&Route>, listener: Option<u64>) -> Option<u64> {
     route.and_then(|r| r.max_request_body_bytes).or(listener)
 }
 
-/// Whether the request declares a body longer than `limit`.
-pub fn declared_too_large(req: &RequestHeader, limit: u64) -> bool {
+/// Bodies up to this size are read and dropped after their 413 (by
+/// Pingora, when it finishes the request), so the connection stays usable;
+/// larger ones close it.
+pub const DRAIN_AFTER_413: u64 = 64 * 1024;
+
+/// The declared body length of the request, when it is over `limit`.
+pub fn declared_too_large(req: &RequestHeader, limit: u64) -> Option<u64> {
     req.headers
         .get(CONTENT_LENGTH)
         .and_then(|v| std::str::from_utf8(v.as_bytes()).ok())
         .and_then(|v| v.trim().parse::<u64>().ok())
-        .is_some_and(|n| n > limit)
+        .filter(|n| *n > limit)
 }
 
 /// Fails the request once more than `limit` body bytes were read from the
@@ -64,12 +70,16 @@ mod tests {
     #[test]
     fn a_declared_length_over_the_limit_is_too_large() {
         let mut req = RequestHeader::build("POST", b"/", None).unwrap();
-        assert!(!declared_too_large(&req, 0), "no body declared");
+        assert_eq!(declared_too_large(&req, 0), None, "no body declared");
         req.insert_header("content-length", "1001").unwrap();
-        assert!(declared_too_large(&req, 1000));
-        assert!(!declared_too_large(&req, 1001));
+        assert_eq!(declared_too_large(&req, 1000), Some(1001));
+        assert_eq!(declared_too_large(&req, 1001), None);
         req.insert_header("content-length", "not a number").unwrap();
-        assert!(!declared_too_large(&req, 0), "left to Pingora's framing checks");
+        assert_eq!(
+            declared_too_large(&req, 0),
+            None,
+            "left to Pingora's framing checks"
+        );
     }
 
     #[test]

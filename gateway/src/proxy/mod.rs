@@ -117,6 +117,13 @@ impl ProxyHttp for GatewayProxy {
         // dropped with the connection: Pingora keeps the bytes read past
         // this request for the next one once asked to.
         session.set_pipelining_enabled(true);
+        // Pingora's parser turns every HTTP/1.1 keep-alive wait unbounded
+        // (`respect_keepalive`: "infinite", 0); the listener's idle timeout
+        // bounds it again on `engine: proxy_http` (the lean path waits
+        // itself). A `Connection: close` (None) stays.
+        if session.get_keepalive() == Some(0) {
+            session.set_keepalive(Some(self.gk.limits.keepalive_secs()));
+        }
         if self
             .gateway
             .draining
@@ -142,10 +149,14 @@ impl ProxyHttp for GatewayProxy {
         let route = &runtime.router.routes[idx];
         ctx.enter_route(idx, route, session.req_header().method.as_str(), self.https);
         if let Some(limit) = limits::body_limit(Some(route), self.gk.limits.max_body_bytes) {
-            if limits::declared_too_large(session.req_header(), limit) {
+            if let Some(declared) = limits::declared_too_large(session.req_header(), limit) {
                 self.gk.refusals.body_too_large.inc();
-                // The body is not read: the connection cannot carry another request.
-                session.set_keepalive(None);
+                // A small body is read and dropped after the answer, which
+                // keeps the connection (and spares the client a reset that
+                // could destroy the 413); a large one is not worth reading.
+                if declared > limits::DRAIN_AFTER_413 {
+                    session.set_keepalive(None);
+                }
                 let body = Bytes::from_static(limits::TOO_LARGE_BODY.as_bytes());
                 return respond::early(session, ctx, 413, body).await;
             }
