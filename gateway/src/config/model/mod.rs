@@ -243,13 +243,16 @@ pub struct ListenerLimits {
     /// as `SETTINGS_MAX_HEADER_LIST_SIZE` (the h2 library answers 431,
     /// uncounted). Default 61440 (60 KiB), at least 1024, at most 1048575
     /// (Pingora's own ceiling). On `engine: proxy_http` it applies to the
-    /// first request of each connection; later ones get Pingora's ceiling.
+    /// first request of each connection; later ones get Pingora's ceiling
+    /// (answered 400).
     #[serde(default)]
     pub max_request_header_bytes: Option<u32>,
     /// Largest request body (bytes; NGINX's `client_max_body_size`); a
     /// route's `max_request_body_bytes` overrides it. A `Content-Length`
     /// over it is answered `413 Content Too Large` before anything goes
-    /// upstream; a chunked (or HTTP/2) body that grows past it is cut: the
+    /// upstream (a body up to 64 KiB is then read and dropped, keeping the
+    /// connection; a larger one closes it); a chunked (or HTTP/2) body that
+    /// grows past it is cut: the
     /// upstream gets at most this many bytes (the piece that crosses the
     /// limit is not forwarded), the client a 413 if no answer started, and
     /// the connection is closed. Counted `body_too_large`. Upgraded
