@@ -159,25 +159,40 @@ impl ServerApp for LeanApp {
                 None => first_byte(&mut stream, wait, shutdown).await?,
             };
             wait = limits.idle_timeout;
-            // The whole head, so that Pingora parses it without reading.
-            let head = match read_head(&mut stream, start, &self.gk).await {
-                Ok(head) => head,
-                Err(why) => {
-                    refuse(stream, why, &self.gk).await;
-                    return None;
-                }
-            };
-            let mut session = Session::new_h1_with_modules(stream, &self.modules);
-            let downstream = &mut session.downstream_session;
-            // As Pingora's service: no keep-alive once shutting down.
-            downstream.set_keepalive((!*shutdown.borrow()).then_some(limits.keepalive_secs()));
-            downstream.set_pipelined_prefix(head);
-            // Boxed: the request's future exists only while it runs, so the
-            // connection's own future stays small across the idle wait.
-            let reusable = Box::pin(self.serve(session)).await?;
+            // Boxed: the head read and the request's future exist only
+            // while they run, so the connection's own future stays small
+            // across the idle wait (one allocation per request, as before).
+            let reusable = Box::pin(self.read_and_serve(stream, start, shutdown)).await?;
             let (next, overread) = reusable.into_parts();
             stream = next;
             prefix = overread.filter(|p| !p.is_empty());
         }
+    }
+}
+
+impl LeanApp {
+    /// Reads the rest of a request head (begun with `start`) under the
+    /// listener's limits, refusing it past them, then serves the request.
+    async fn read_and_serve(
+        &self,
+        mut stream: Stream,
+        start: BytesMut,
+        shutdown: &ShutdownWatch,
+    ) -> Option<pingora::protocols::http::ReusableHttpStream> {
+        // The whole head, so that Pingora parses it without reading.
+        let head = match read_head(&mut stream, start, &self.gk).await {
+            Ok(head) => head,
+            Err(why) => {
+                refuse(stream, why, &self.gk).await;
+                return None;
+            }
+        };
+        let mut session = Session::new_h1_with_modules(stream, &self.modules);
+        let downstream = &mut session.downstream_session;
+        // As Pingora's service: no keep-alive once shutting down.
+        let keepalive = (!*shutdown.borrow()).then_some(self.gk.limits.keepalive_secs());
+        downstream.set_keepalive(keepalive);
+        downstream.set_pipelined_prefix(head);
+        self.serve(session).await
     }
 }
