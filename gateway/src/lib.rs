@@ -10,6 +10,7 @@ pub mod egress;
 pub mod hop_by_hop;
 pub mod identity;
 pub mod lean;
+pub mod limits;
 pub mod metrics;
 pub mod mirror;
 pub mod proxy;

@@ -172,6 +172,9 @@ fn restart_required(gateway: &Gateway, new: &Runtime) -> Vec<String> {
             Some(b) if b.read_buffer_bytes != l.read_buffer_bytes => {
                 out.push(format!("listener `{}` changed read_buffer_bytes", l.name))
             }
+            Some(b) if b.limits != l.limits => {
+                out.push(format!("listener `{}` changed limits", l.name))
+            }
             Some(_) => {}
         }
     }

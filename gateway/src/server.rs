@@ -9,7 +9,7 @@ use pingora::server::ExecutionPhase;
 use tokio::sync::broadcast::error::RecvError;
 
 use pingora::apps::http_app::HttpServer;
-use pingora::apps::HttpServerOptions;
+use pingora::apps::{HttpServerOptions, ServerApp};
 use pingora::connectors::http::Connector;
 use pingora::connectors::ConnectorOptions;
 use pingora::listeners::tls::TlsSettings;
@@ -23,10 +23,12 @@ use crate::config::{ClientAuth, ListenerMode};
 use crate::egress::EgressApp;
 use crate::identity::client_auth::{PeerIdentityHook, SpiffeClientVerifier};
 use crate::lean::LeanApp;
+use crate::limits::{ConnectionGate, Gatekeeper, ProxyHttpFront};
 use crate::metrics::METRICS;
 use crate::proxy::GatewayProxy;
 use crate::runtime::{ListenerSpec, ListenerTlsSpec};
 use crate::Gateway;
+use pingora::proxy::HttpProxy;
 
 /// After a graceful shutdown started (SIGTERM, or SIGQUIT once the sockets
 /// were handed to the new process), Pingora sleeps for the whole grace
@@ -112,37 +114,74 @@ fn listener_config(l: &ListenerSpec) -> ListenerConfig {
         .l4_buffer(L4BufferSettings::default().read(l.read_buffer_bytes))
 }
 
-/// The service of a listener on the lean HTTP/1 path; its HTTP/2
-/// connections go to a Pingora `HttpProxy` on equal hooks.
-fn lean_service(
+/// Pingora's HTTP server options of a listener: h2c prior knowledge when
+/// `h2c`, and the idle timeout of its HTTP/2 connections.
+fn server_options(l: &ListenerSpec, h2c: bool) -> HttpServerOptions {
+    let mut opts = HttpServerOptions::default();
+    opts.h2c = h2c;
+    opts.h2_idle_timeout = Some(l.limits.idle_timeout);
+    opts
+}
+
+/// Pingora's `HttpProxy` on the gateway's hooks for a listener, with its
+/// HTTP/2 settings (streams, header list, idle) from the listener's limits.
+fn http_proxy(server: &Server, l: &ListenerSpec, hooks: GatewayProxy) -> HttpProxy<GatewayProxy> {
+    let mut proxy = pingora::proxy::http_proxy(&server.configuration, hooks);
+    proxy.server_options = Some(server_options(l, l.h2c && l.tls.is_none()));
+    proxy.h2_options = Some(l.limits.h2_options());
+    proxy
+}
+
+/// The app of a listener on the lean HTTP/1 path; its HTTP/2 connections
+/// go to a Pingora `HttpProxy` on equal hooks.
+fn lean_app(
     server: &Server,
-    gateway: &Arc<Gateway>,
-    index: usize,
     l: &ListenerSpec,
-) -> anyhow::Result<Service<LeanApp>> {
-    let hooks = || GatewayProxy::new(l.name.clone(), index, l.tls.is_some(), gateway.clone());
-    let mut h2 = pingora::proxy::http_proxy(&server.configuration, hooks());
-    let h2c = l.h2c && l.tls.is_none();
-    if h2c {
-        let mut opts = HttpServerOptions::default();
-        opts.h2c = true;
-        h2.server_options = Some(opts);
-    }
+    hooks: impl Fn() -> GatewayProxy,
+    gk: &Arc<Gatekeeper>,
+) -> LeanApp {
+    let h2 = http_proxy(server, l, hooks());
     let connector = Connector::new(Some(ConnectorOptions::from_server_conf(
         &server.configuration,
     )));
-    let app = LeanApp::new(hooks(), h2, connector, h2c);
-    let mut svc = Service::new(format!("listener {}", l.name), app);
-    let mut endpoint = listener_config(l);
-    if let Some(t) = &l.tls {
-        let mut tls = listener_tls(gateway, l, t)?;
-        if t.h2 {
-            tls.enable_h2();
-        }
-        endpoint = endpoint.tls(tls);
+    LeanApp::new(hooks(), h2, connector, l.h2c && l.tls.is_none(), gk.clone())
+}
+
+/// The listening endpoint of `l` with its TLS settings, if any.
+fn endpoint(gateway: &Arc<Gateway>, l: &ListenerSpec, h2: bool) -> anyhow::Result<ListenerConfig> {
+    let endpoint = listener_config(l);
+    let Some(t) = &l.tls else {
+        return Ok(endpoint);
+    };
+    let mut tls = listener_tls(gateway, l, t)?;
+    if h2 && t.h2 {
+        tls.enable_h2();
     }
-    svc.add_listener(endpoint);
-    Ok(svc)
+    Ok(endpoint.tls(tls))
+}
+
+/// Adds the service of a listener: `app` on `endpoint`, behind the
+/// listener's connection cap when it has one (no wrapper, and no cost,
+/// without).
+fn add_service<A: ServerApp + Send + Sync + 'static>(
+    server: &mut Server,
+    name: String,
+    app: A,
+    endpoint: ListenerConfig,
+    gk: &Arc<Gatekeeper>,
+) {
+    match gk.limits.max_connections {
+        Some(max) => {
+            let mut svc = Service::new(name, ConnectionGate::new(app, max, gk.clone()));
+            svc.add_listener(endpoint);
+            server.add_service(svc);
+        }
+        None => {
+            let mut svc = Service::new(name, app);
+            svc.add_listener(endpoint);
+            server.add_service(svc);
+        }
+    }
 }
 
 /// Builds the server for `gateway` and runs it until shutdown. With
@@ -178,50 +217,27 @@ pub fn run(gateway: Arc<Gateway>, upgrade: bool) -> anyhow::Result<()> {
         crate::egress::init_observed(e.rules.observed_max_entries());
     }
     for (index, l) in runtime.listeners.iter().enumerate() {
+        let gk = Arc::new(Gatekeeper::new(&l.name, l.limits.clone()));
         if l.mode == ListenerMode::Egress {
-            let mut svc = Service::new(
-                format!("egress listener {}", l.name),
-                EgressApp::new(gateway.clone(), l.name.clone()),
-            );
-            let mut endpoint = listener_config(l);
-            if let Some(t) = &l.tls {
-                endpoint = endpoint.tls(listener_tls(&gateway, l, t)?);
-            }
-            svc.add_listener(endpoint);
-            server.add_service(svc);
+            let app = EgressApp::new(gateway.clone(), l.name.clone());
+            let name = format!("egress listener {}", l.name);
+            add_service(&mut server, name, app, endpoint(&gateway, l, false)?, &gk);
             continue;
         }
+        let hooks = || {
+            let https = l.tls.is_some();
+            GatewayProxy::new(l.name.clone(), index, https, gateway.clone(), gk.clone())
+        };
+        let name = format!("listener {}", l.name);
+        let endpoint = endpoint(&gateway, l, true)?;
         if l.lean {
-            server.add_service(lean_service(&server, &gateway, index, l)?);
-            continue;
+            let app = lean_app(&server, l, hooks, &gk);
+            add_service(&mut server, name, app, endpoint, &gk);
+        } else {
+            let proxy = http_proxy(&server, l, hooks());
+            let app = ProxyHttpFront::new(proxy, gk.clone(), l.h2c && l.tls.is_none());
+            add_service(&mut server, name, app, endpoint, &gk);
         }
-        let app = GatewayProxy::new(l.name.clone(), index, l.tls.is_some(), gateway.clone());
-        let mut svc = pingora::proxy::http_proxy_service_with_name(
-            &server.configuration,
-            app,
-            &format!("listener {}", l.name),
-        );
-        let endpoint = listener_config(l);
-        match &l.tls {
-            Some(t) => {
-                let mut tls = listener_tls(&gateway, l, t)?;
-                if t.h2 {
-                    tls.enable_h2();
-                }
-                svc.add_listener(endpoint.tls(tls));
-            }
-            None => {
-                svc.add_listener(endpoint);
-                if l.h2c {
-                    let mut opts = HttpServerOptions::default();
-                    opts.h2c = true;
-                    if let Some(app) = svc.app_logic_mut() {
-                        app.server_options = Some(opts);
-                    }
-                }
-            }
-        }
-        server.add_service(svc);
     }
 
     let mut admin = Service::new(

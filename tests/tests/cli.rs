@@ -182,6 +182,12 @@ fn broken_files() -> Vec<Broken> {
             "read_buffer_bytes: 1000000000000",
             Some("at most 1048576"),
         ),
+        (
+            "zero listener idle timeout",
+            "admin: {listen: \"127.0.0.1:${admin}\"}\nlisteners:\n  - name: public\n    listen: \"127.0.0.1:${port}\"\n    limits:\n      idle_timeout: 0s\nroutes:\n  - name: r1\n    direct_response: {status: 200}\n",
+            "idle_timeout: 0s",
+            Some("idle_timeout must be longer than 0s"),
+        ),
     ]
     .into_iter()
     .map(|(kind, yaml, marker, mentions)| Broken {

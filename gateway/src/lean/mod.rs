@@ -31,7 +31,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bytes::{BufMut, BytesMut};
+use bytes::BytesMut;
 use pingora::apps::ServerApp;
 use pingora::connectors::http::Connector;
 use pingora::modules::http::HttpModules;
@@ -41,13 +41,10 @@ use pingora::proxy::{HttpProxy, Session};
 use pingora::server::ShutdownWatch;
 use tokio::io::AsyncReadExt;
 
+use crate::limits::head::{first_byte, read_head, refuse, HEADER_BUF};
+use crate::limits::Gatekeeper;
 use crate::proxy::GatewayProxy;
 
-/// How long an idle keep-alive connection waits for its next request
-/// (Pingora's HTTP/1 default, which the `ProxyHttp` path uses).
-const KEEPALIVE: Duration = Duration::from_secs(60);
-/// Pingora's initial request header buffer (`INIT_HEADER_BUF_SIZE`).
-const HEADER_BUF: usize = 4096;
 /// Pingora's `ServerConf::max_retries` default: tries per request.
 const MAX_TRIES: usize = 16;
 /// The HTTP/2 connection preface (RFC 9113 §3.4).
@@ -61,17 +58,20 @@ pub struct LeanApp {
     connector: Connector,
     modules: HttpModules,
     h2c: bool,
+    /// The listener's limits (header and idle timeouts, head size).
+    gk: Arc<Gatekeeper>,
 }
 
 impl LeanApp {
     /// The app for a listener: `hooks` serve HTTP/1 here, `h2` (built on an
     /// equal `GatewayProxy`) serves HTTP/2; `h2c` looks for the h2c preface
-    /// on plaintext connections.
+    /// on plaintext connections; heads are read under `gk`'s limits.
     pub fn new(
         hooks: GatewayProxy,
         mut h2: HttpProxy<GatewayProxy>,
         connector: Connector,
         h2c: bool,
+        gk: Arc<Gatekeeper>,
     ) -> Self {
         h2.handle_init_modules();
         LeanApp {
@@ -80,12 +80,13 @@ impl LeanApp {
             connector,
             modules: HttpModules::new(),
             h2c,
+            gk,
         }
     }
 }
 
 /// How a new connection speaks.
-enum Opening {
+pub(crate) enum Opening {
     /// HTTP/2: by ALPN, or by the h2c preface (put back on the stream).
     H2(Stream),
     /// HTTP/1, with the first bytes already read if any.
@@ -95,8 +96,10 @@ enum Opening {
 /// Tells HTTP/2 from HTTP/1 on a new connection. On a plaintext h2c
 /// listener the first bytes are read only while they could still be the
 /// preface: unlike Pingora's peek of a full 24 bytes, an HTTP/1 request
-/// shorter than the preface is answered rather than left waiting.
-async fn opening(mut stream: Stream, h2c: bool) -> Option<Opening> {
+/// shorter than the preface is answered rather than left waiting. A
+/// connection that sends nothing within `wait` (the header timeout) is
+/// dropped.
+pub(crate) async fn opening(mut stream: Stream, h2c: bool, wait: Duration) -> Option<Opening> {
     if stream.get_ssl_digest().is_some() {
         let h2 = matches!(stream.selected_alpn_proto(), Some(ALPN::H2));
         return Some(if h2 {
@@ -109,23 +112,29 @@ async fn opening(mut stream: Stream, h2c: bool) -> Option<Opening> {
         return Some(Opening::H1(stream, None));
     }
     let mut head = BytesMut::with_capacity(HEADER_BUF);
-    loop {
-        let read = tokio::time::timeout(KEEPALIVE, stream.read_buf(&mut head)).await;
-        if !matches!(read, Ok(Ok(n)) if n > 0) {
-            return None;
+    // One deadline for the whole preface check, as for a head.
+    let read = tokio::time::timeout(wait, async {
+        loop {
+            if !matches!(stream.read_buf(&mut head).await, Ok(n) if n > 0) {
+                return false;
+            }
+            let seen = head.len().min(H2_PREFACE.len());
+            if head[..seen] != H2_PREFACE[..seen] || seen == H2_PREFACE.len() {
+                return true;
+            }
         }
-        let seen = head.len().min(H2_PREFACE.len());
-        if head[..seen] != H2_PREFACE[..seen] {
-            return Some(Opening::H1(stream, Some(head)));
-        }
-        if seen == H2_PREFACE.len() {
-            // Plaintext streams are Pingora's L4 stream, which can put
-            // bytes back for the HTTP/2 server to read.
-            let mut l4 = stream.into_any().downcast::<L4Stream>().ok()?;
-            l4.rewind(&head);
-            return Some(Opening::H2(l4));
-        }
+    });
+    if !matches!(read.await, Ok(true)) {
+        return None;
     }
+    if head.len() < H2_PREFACE.len() || head[..H2_PREFACE.len()] != *H2_PREFACE {
+        return Some(Opening::H1(stream, Some(head)));
+    }
+    // Plaintext streams are Pingora's L4 stream, which can put bytes back
+    // for the HTTP/2 server to read.
+    let mut l4 = stream.into_any().downcast::<L4Stream>().ok()?;
+    l4.rewind(&head);
+    Some(Opening::H2(l4))
 }
 
 #[async_trait]
@@ -135,23 +144,25 @@ impl ServerApp for LeanApp {
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
-        let (mut stream, mut prefix) = match opening(stream, self.h2c).await? {
-            Opening::H2(stream) => return self.h2.process_new(stream, shutdown).await,
-            Opening::H1(stream, head) => (stream, head),
-        };
-        loop {
-            let head = match prefix.take() {
-                Some(p) => p,
-                None => next_request(&mut stream, shutdown).await?,
+        let limits = &self.gk.limits;
+        let (mut stream, mut prefix) =
+            match opening(stream, self.h2c, limits.header_timeout).await? {
+                Opening::H2(stream) => return self.h2.process_new(stream, shutdown).await,
+                Opening::H1(stream, head) => (stream, head),
             };
-            let mut session = Session::new_h1_with_modules(stream, &self.modules);
-            let downstream = &mut session.downstream_session;
-            // As Pingora's service: no keep-alive once shutting down.
-            downstream.set_keepalive((!*shutdown.borrow()).then_some(KEEPALIVE.as_secs()));
-            downstream.set_pipelined_prefix(head);
-            // Boxed: the request's future exists only while it runs, so the
-            // connection's own future stays small across the idle wait.
-            let reusable = Box::pin(self.serve(session)).await?;
+        // A new connection may stay silent for the header timeout; a
+        // keep-alive one waits for its next request for the idle timeout.
+        let mut wait = limits.header_timeout;
+        loop {
+            let start = match prefix.take() {
+                Some(p) => p,
+                None => first_byte(&mut stream, wait, shutdown).await?,
+            };
+            wait = limits.idle_timeout;
+            // Boxed: the head read and the request's future exist only
+            // while they run, so the connection's own future stays small
+            // across the idle wait (one allocation per request, as before).
+            let reusable = Box::pin(self.read_and_serve(stream, start, shutdown)).await?;
             let (next, overread) = reusable.into_parts();
             stream = next;
             prefix = overread.filter(|p| !p.is_empty());
@@ -159,23 +170,29 @@ impl ServerApp for LeanApp {
     }
 }
 
-/// Waits for the first byte of the connection's next request, holding no
-/// buffer meanwhile; `None` when the client closes, the keep-alive time
-/// passes or the server shuts down. The byte starts the header buffer.
-async fn next_request(stream: &mut Stream, shutdown: &ShutdownWatch) -> Option<BytesMut> {
-    let mut byte = [0u8; 1];
-    let mut shutdown = shutdown.clone();
-    let read = tokio::select! {
-        biased;
-        r = tokio::time::timeout(KEEPALIVE, stream.read(&mut byte)) => r,
-        _ = shutdown.changed() => return None,
-    };
-    match read {
-        Ok(Ok(1)) => {
-            let mut head = BytesMut::with_capacity(HEADER_BUF);
-            head.put_u8(byte[0]);
-            Some(head)
-        }
-        _ => None,
+impl LeanApp {
+    /// Reads the rest of a request head (begun with `start`) under the
+    /// listener's limits, refusing it past them, then serves the request.
+    async fn read_and_serve(
+        &self,
+        mut stream: Stream,
+        start: BytesMut,
+        shutdown: &ShutdownWatch,
+    ) -> Option<pingora::protocols::http::ReusableHttpStream> {
+        // The whole head, so that Pingora parses it without reading.
+        let head = match read_head(&mut stream, start, &self.gk).await {
+            Ok(head) => head,
+            Err(why) => {
+                refuse(stream, why, &self.gk).await;
+                return None;
+            }
+        };
+        let mut session = Session::new_h1_with_modules(stream, &self.modules);
+        let downstream = &mut session.downstream_session;
+        // As Pingora's service: no keep-alive once shutting down.
+        let keepalive = (!*shutdown.borrow()).then_some(self.gk.limits.keepalive_secs());
+        downstream.set_keepalive(keepalive);
+        downstream.set_pipelined_prefix(head);
+        self.serve(session).await
     }
 }

@@ -229,6 +229,34 @@ impl RouteMetrics {
     }
 }
 
+/// `gateway_listener_refusals_total{listener,reason}` of one listener, one
+/// handle per reason, resolved when the listener is set up: refusals are
+/// counted with one atomic add, and every series shows from the start (at
+/// 0), so dashboards and alerts need no `absent()`.
+pub struct ListenerRefusals {
+    /// A head not complete within `request_header_timeout` (408).
+    pub header_timeout: IntCounter,
+    /// A connection over `max_connections` (closed unanswered).
+    pub connection_limit: IntCounter,
+    /// A head over `max_request_header_bytes` (431).
+    pub header_too_large: IntCounter,
+    /// A body over `max_request_body_bytes` (413 or a cut stream).
+    pub body_too_large: IntCounter,
+}
+
+impl ListenerRefusals {
+    /// The handles of the listener `name`.
+    pub fn new(name: &str) -> Self {
+        let reason = |r: &str| METRICS.listener_refusals.with_label_values(&[name, r]);
+        ListenerRefusals {
+            header_timeout: reason("header_timeout"),
+            connection_limit: reason("connection_limit"),
+            header_too_large: reason("header_too_large"),
+            body_too_large: reason("body_too_large"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

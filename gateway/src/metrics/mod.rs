@@ -82,6 +82,10 @@ pub struct Metrics {
     pub egress_bytes: IntCounterVec,
     /// `gateway_egress_tunnel_duration_seconds`: life of CONNECT tunnels.
     pub egress_tunnel_duration: prometheus::Histogram,
+    /// `gateway_listener_refusals_total{listener,reason}`: connections and
+    /// requests refused by a listener's limits (header_timeout,
+    /// connection_limit, header_too_large, body_too_large).
+    pub listener_refusals: IntCounterVec,
     /// `gateway_config_generation`: generation of the serving config.
     pub config_generation: IntGauge,
     /// `gateway_config_last_reload_success_timestamp_seconds`
@@ -305,6 +309,14 @@ impl Metrics {
             ]),
         )
         .expect("static metric definition");
+        let listener_refusals = IntCounterVec::new(
+            Opts::new(
+                "gateway_listener_refusals_total",
+                "Connections and requests refused by a listener's limits, by reason (header_timeout, connection_limit, header_too_large, body_too_large).",
+            ),
+            &["listener", "reason"],
+        )
+        .expect("static metric definition");
         let config_generation = IntGauge::new(
             "gateway_config_generation",
             "Generation of the serving config (1 = the one the process started with).",
@@ -363,6 +375,7 @@ impl Metrics {
             Box::new(egress_requests.clone()),
             Box::new(egress_bytes.clone()),
             Box::new(egress_tunnel_duration.clone()),
+            Box::new(listener_refusals.clone()),
             Box::new(config_generation.clone()),
             Box::new(config_last_success.clone()),
             Box::new(certificate_expiry.clone()),
@@ -400,6 +413,7 @@ impl Metrics {
             egress_requests,
             egress_bytes,
             egress_tunnel_duration,
+            listener_refusals,
             config_generation,
             config_last_success,
             certificate_expiry,

@@ -16,6 +16,7 @@
 //! - `mirror.rs`: starting the route's mirror copies ([`crate::mirror`]).
 //! - `upstream.rs`: the cluster of a proxied route, then each try: the
 //!   endpoint, and how the try went (health, breaker, metrics, spans).
+//! - `limits.rs`: request body limits (413, cut streams).
 //! - `retry.rs`: whether a failed try is tried again (pure decisions).
 //! - `respond.rs`: responses the gateway writes itself.
 //! - `logging.rs` and `access_line.rs`: the last step of every request.
@@ -26,6 +27,7 @@ pub mod ctx;
 pub mod fault;
 pub mod forwarding;
 mod identity;
+pub mod limits;
 mod logging;
 mod mirror;
 mod ratelimit;
@@ -44,6 +46,7 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::Error;
 
+use crate::limits::Gatekeeper;
 use crate::runtime::route::Action;
 use crate::Gateway;
 use ctx::RequestCtx;
@@ -58,17 +61,32 @@ pub struct GatewayProxy {
     listener_index: usize,
     https: bool,
     gateway: Arc<Gateway>,
+    /// The listener's limits (the body limit here) and refusal counters.
+    gk: Arc<Gatekeeper>,
 }
 
 impl GatewayProxy {
-    /// A proxy for the listener `name`, the `index`-th of the runtime's listeners.
-    pub fn new(name: Arc<str>, index: usize, https: bool, gateway: Arc<Gateway>) -> Self {
+    /// A proxy for the listener `name`, the `index`-th of the runtime's
+    /// listeners, under the listener's limits `gk`.
+    pub fn new(
+        name: Arc<str>,
+        index: usize,
+        https: bool,
+        gateway: Arc<Gateway>,
+        gk: Arc<Gatekeeper>,
+    ) -> Self {
         GatewayProxy {
             listener: name,
             listener_index: index,
             https,
             gateway,
+            gk,
         }
+    }
+
+    /// The body limit of the request `ctx` (its route's, else the listener's).
+    fn body_limit(&self, ctx: &RequestCtx) -> Option<u64> {
+        limits::body_limit(ctx.route(), self.gk.limits.max_body_bytes)
     }
 }
 
@@ -101,6 +119,13 @@ impl ProxyHttp for GatewayProxy {
         // dropped with the connection: Pingora keeps the bytes read past
         // this request for the next one once asked to.
         session.set_pipelining_enabled(true);
+        // Pingora's parser turns every HTTP/1.1 keep-alive wait unbounded
+        // (`respect_keepalive`: "infinite", 0); the listener's idle timeout
+        // bounds it again on `engine: proxy_http` (the lean path waits
+        // itself). A `Connection: close` (None) stays.
+        if session.get_keepalive() == Some(0) {
+            session.set_keepalive(Some(self.gk.limits.keepalive_secs()));
+        }
         if self
             .gateway
             .draining
@@ -153,6 +178,19 @@ impl ProxyHttp for GatewayProxy {
                     cors.actual.inc();
                     ctx.cors_origin = Some(origin.clone());
                 }
+            }
+        }
+        if let Some(limit) = limits::body_limit(Some(route), self.gk.limits.max_body_bytes) {
+            if let Some(declared) = limits::declared_too_large(session.req_header(), limit) {
+                self.gk.refusals.body_too_large.inc();
+                // A small body is read and dropped after the answer, which
+                // keeps the connection (and spares the client a reset that
+                // could destroy the 413); a large one is not worth reading.
+                if declared > limits::DRAIN_AFTER_413 {
+                    session.set_keepalive(None);
+                }
+                let body = Bytes::from_static(limits::TOO_LARGE_BODY.as_bytes());
+                return respond::early(session, ctx, 413, body).await;
             }
         }
         if identity::enforce(session, ctx, route).await? {
@@ -212,11 +250,16 @@ impl ProxyHttp for GatewayProxy {
 
     async fn request_body_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         body: &mut Option<Bytes>,
         end_of_stream: bool,
         ctx: &mut Self::CTX,
     ) -> pingora::Result<()> {
+        // Before the piece goes anywhere (upstream, mirrors).
+        if let Err(e) = limits::check_read(session, self.body_limit(ctx)) {
+            self.gk.refusals.body_too_large.inc();
+            return Err(e);
+        }
         // Each try sees the body from its start (a retry replays the
         // buffered prefix); the copies skip what they already have.
         let offset = ctx.body_offset;
@@ -350,6 +393,11 @@ impl ProxyHttp for GatewayProxy {
         if std::mem::take(&mut ctx.status_retry) {
             // Decided (budget taken) in upstream_response_filter.
             e.set_retry(true);
+            return e;
+        }
+        if limits::is_refusal(&e) {
+            // The client's fault, not the upstream's: no retry, no upstream error.
+            e.set_retry(false);
             return e;
         }
         upstream::proxy_failed(ctx, &e);

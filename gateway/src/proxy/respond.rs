@@ -173,6 +173,7 @@ pub fn classify(e: &Error) -> (u16, &'static str) {
     use ErrorType::*;
     match (e.esource(), e.etype()) {
         (_, HTTPStatus(503)) => (503, "no healthy upstream\n"),
+        (ErrorSource::Downstream, HTTPStatus(413)) => (413, super::limits::TOO_LARGE_BODY),
         (_, HTTPStatus(504)) => (504, "upstream request timeout\n"),
         (_, HTTPStatus(c)) => (*c, "request failed\n"),
         (ErrorSource::Upstream, ReadTimedout | WriteTimedout) => {

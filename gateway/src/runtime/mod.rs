@@ -51,6 +51,8 @@ pub struct ListenerSpec {
     pub lean: bool,
     /// Every request redirected (hot-reloadable, read per request).
     pub redirect: Option<filters::redirect::Redirect>,
+    /// Timeouts and limits (fixed at startup).
+    pub limits: crate::limits::Limits,
 }
 
 /// TLS settings of a listener, its certificates loaded.

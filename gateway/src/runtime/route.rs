@@ -362,6 +362,8 @@ pub struct Route {
     pub fault: Option<crate::proxy::fault::FaultPolicy>,
     /// Metric handles of this route.
     pub metrics: crate::metrics::handles::RouteMetrics,
+    /// Largest request body on this route (overrides the listener's).
+    pub max_request_body_bytes: Option<u64>,
 }
 
 /// The ordered route table.

@@ -200,6 +200,77 @@ pub struct Listener {
     /// route's `redirect` ones, without `prefix_rewrite`.
     #[serde(default)]
     pub redirect: Option<filters::redirect::RedirectConfig>,
+    /// Protections against slow, greedy and oversized clients: header and
+    /// idle timeouts, connection, header, body and HTTP/2 stream limits.
+    /// Every refusal is counted in
+    /// `gateway_listener_refusals_total{listener,reason}`. Fixed at startup,
+    /// like the address (a reload that changes them asks for a restart).
+    #[serde(default)]
+    pub limits: ListenerLimits,
+}
+
+/// Limits of one listener, in Envoy's and NGINX's terms. Absent keys take
+/// the default named on each. On `mode: egress` listeners only
+/// `max_connections` applies.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerLimits {
+    /// How long a client may take to send a whole request head, from its
+    /// first byte (Envoy's `request_headers_timeout`, NGINX's
+    /// `client_header_timeout`). Past it, a client that sent part of a head
+    /// is answered `408 Request Timeout` and closed; a new connection that
+    /// sent nothing at all is closed without an answer (as NGINX does, and
+    /// not counted: browsers open such speculative connections). Default
+    /// 30s. On `engine: proxy_http` it bounds the first request of each
+    /// connection; later requests on a keep-alive connection are bounded
+    /// per read by `idle_timeout` and closed without an answer (Pingora
+    /// reads those heads itself).
+    #[serde(default)]
+    pub request_header_timeout: Option<Duration>,
+    /// How long a keep-alive connection may wait for its next request
+    /// before it is closed (NGINX's `keepalive_timeout`, Envoy's
+    /// `idle_timeout`); for HTTP/2, how long a connection may stay without
+    /// streams. Default 60s. Not a refusal: not counted. `engine:
+    /// proxy_http` rounds HTTP/1 waits up to whole seconds (Pingora's
+    /// keep-alive timeout).
+    #[serde(default)]
+    pub idle_timeout: Option<Duration>,
+    /// Connections served at once by this listener (per process, across
+    /// its worker threads; Envoy's `max_connections`). One more is closed
+    /// at once, without an answer, and counted `connection_limit`. On TLS
+    /// listeners the refused connection has completed its handshake (Pingora
+    /// handshakes before the application sees it). Default: unlimited.
+    #[serde(default)]
+    pub max_connections: Option<u32>,
+    /// Largest request head (request line and header fields, bytes; Envoy's
+    /// `max_request_headers_kb`, NGINX's `large_client_header_buffers`).
+    /// Larger: `431 Request Header Fields Too Large`, and the connection is
+    /// closed; counted `header_too_large`. HTTP/2 requests are held to it
+    /// as `SETTINGS_MAX_HEADER_LIST_SIZE` (the h2 library answers 431,
+    /// uncounted). Default 61440 (60 KiB), at least 1024, at most 1048575
+    /// (Pingora's own ceiling). On `engine: proxy_http` it applies to the
+    /// first request of each connection; later ones get Pingora's ceiling
+    /// (answered 400).
+    #[serde(default)]
+    pub max_request_header_bytes: Option<u32>,
+    /// Largest request body (bytes; NGINX's `client_max_body_size`); a
+    /// route's `max_request_body_bytes` overrides it. A `Content-Length`
+    /// over it is answered `413 Content Too Large` before anything goes
+    /// upstream (a body up to 64 KiB is then read and dropped, keeping the
+    /// connection; a larger one closes it); a chunked (or HTTP/2) body that
+    /// grows past it is cut: the
+    /// upstream gets at most this many bytes (the piece that crosses the
+    /// limit is not forwarded), the client a 413 if no answer started, and
+    /// the connection is closed. Counted `body_too_large`. Upgraded
+    /// (WebSocket) streams are not limited. 0 refuses every body. Default:
+    /// unlimited.
+    #[serde(default)]
+    pub max_request_body_bytes: Option<u64>,
+    /// Streams an HTTP/2 client may open at once on one connection
+    /// (`SETTINGS_MAX_CONCURRENT_STREAMS`; Envoy's and NGINX's
+    /// `http2_max_concurrent_streams`). Default 100.
+    #[serde(default)]
+    pub http2_max_concurrent_streams: Option<u32>,
 }
 
 /// The HTTP/1 implementation of a proxy listener.

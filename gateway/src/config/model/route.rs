@@ -65,6 +65,12 @@ pub struct Route {
     /// Fault injection (Istio's `fault`).
     #[serde(default)]
     pub fault: Option<Fault>,
+    /// Largest request body on this route, bytes; overrides the listener's
+    /// `limits.max_request_body_bytes` (larger or smaller). Same behaviour:
+    /// 413 for a `Content-Length` over it, a cut stream for a body that
+    /// grows past it. 0 refuses every body.
+    #[serde(default)]
+    pub max_request_body_bytes: Option<u64>,
 }
 
 /// Fault injection for a share of a route's requests (Istio's `fault`), to

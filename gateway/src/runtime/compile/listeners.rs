@@ -141,6 +141,7 @@ impl Compiler<'_> {
                     })
                     .ok()
             });
+            let limits = self.limits(i, l);
             if let Some(addr) = addr {
                 let read_buffer_bytes = l.read_buffer_bytes.unwrap_or(match (&tls, lean) {
                     (Some(_), _) => DEFAULT_TLS_READ_BUFFER,
@@ -158,6 +159,7 @@ impl Compiler<'_> {
                     read_buffer_bytes,
                     lean,
                     redirect,
+                    limits,
                 });
                 if l.mode == config::ListenerMode::Egress && cfg.egress.is_none() {
                     self.err(
@@ -168,6 +170,80 @@ impl Compiler<'_> {
                     );
                 }
             }
+        }
+        out
+    }
+
+    /// The listener's effective limits: its `limits`, checked, over the
+    /// defaults. Zero is refused where it would make the listener useless
+    /// (every body may be refused with `max_request_body_bytes: 0`).
+    fn limits(&mut self, i: usize, l: &config::Listener) -> crate::limits::Limits {
+        use crate::limits::{Limits, MAX_HEADER_BYTES, MIN_HEADER_BYTES};
+        let c = &l.limits;
+        let mut out = Limits::default();
+        for (key, set, slot) in [
+            (
+                "request_header_timeout",
+                c.request_header_timeout,
+                &mut out.header_timeout,
+            ),
+            ("idle_timeout", c.idle_timeout, &mut out.idle_timeout),
+        ] {
+            match set.map(|d| d.get()) {
+                Some(d) if d.is_zero() => {
+                    let m = format!("{key} must be longer than 0s");
+                    self.err(Section::Listeners, i, &format!("limits.{key}"), m);
+                }
+                Some(d) => *slot = d,
+                None => {}
+            }
+        }
+        match c.max_connections {
+            Some(0) => self.err(
+                Section::Listeners,
+                i,
+                "limits.max_connections",
+                "max_connections must be at least 1 (leave it out for no limit)",
+            ),
+            Some(n) => out.max_connections = Some(n as usize),
+            None => {}
+        }
+        if let Some(n) = c.max_request_header_bytes {
+            let n = n as usize;
+            if (MIN_HEADER_BYTES..=MAX_HEADER_BYTES).contains(&n) {
+                out.max_header_bytes = n;
+            } else {
+                self.err(
+                    Section::Listeners,
+                    i,
+                    "limits.max_request_header_bytes",
+                    format!("max_request_header_bytes must be between {MIN_HEADER_BYTES} and {MAX_HEADER_BYTES}"),
+                );
+            }
+        }
+        out.max_body_bytes = c.max_request_body_bytes;
+        match c.http2_max_concurrent_streams {
+            Some(0) => self.err(
+                Section::Listeners,
+                i,
+                "limits.http2_max_concurrent_streams",
+                "http2_max_concurrent_streams must be at least 1",
+            ),
+            Some(n) => out.h2_max_streams = n,
+            None => {}
+        }
+        let http_only = c.request_header_timeout.is_some()
+            || c.idle_timeout.is_some()
+            || c.max_request_header_bytes.is_some()
+            || c.max_request_body_bytes.is_some()
+            || c.http2_max_concurrent_streams.is_some();
+        if l.mode == config::ListenerMode::Egress && http_only {
+            self.err(
+                Section::Listeners,
+                i,
+                "limits",
+                "egress listeners take only `max_connections` of `limits`",
+            );
         }
         out
     }

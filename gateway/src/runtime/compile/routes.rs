@@ -484,6 +484,7 @@ impl Compiler<'_> {
                 upgrades,
                 cors,
                 fault,
+                max_request_body_bytes: r.max_request_body_bytes,
             });
         }
         out
