@@ -16,30 +16,48 @@ use tokio_tungstenite::WebSocketStream;
 const CLOSE_ME: &str = "close-me";
 
 /// A WebSocket echo server on loopback: every data frame back as it came;
-/// [`CLOSE_ME`] is answered with a close frame instead.
-async fn echo_server() -> SocketAddr {
+/// [`CLOSE_ME`] is answered with a close frame instead. With `tls`, it
+/// speaks WebSocket over TLS (`wss`).
+async fn echo_server_on(tls: Option<tokio_rustls::TlsAcceptor>) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("address");
     tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
+            let tls = tls.clone();
             tokio::spawn(async move {
-                let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await else {
-                    return;
-                };
-                while let Some(Ok(m)) = ws.next().await {
-                    let reply = match &m {
-                        Message::Text(t) if t.as_str() == CLOSE_ME => ws.close(None).await,
-                        Message::Text(_) | Message::Binary(_) => ws.send(m).await,
-                        _ => Ok(()),
-                    };
-                    if reply.is_err() {
-                        break;
+                match tls {
+                    None => echo_frames(tcp).await,
+                    Some(acceptor) => {
+                        if let Ok(stream) = acceptor.accept(tcp).await {
+                            echo_frames(stream).await;
+                        }
                     }
                 }
             });
         }
     });
     addr
+}
+
+async fn echo_server() -> SocketAddr {
+    echo_server_on(None).await
+}
+
+/// Serves one WebSocket connection: the echo loop.
+async fn echo_frames<S: AsyncRead + AsyncWrite + Unpin>(stream: S) {
+    let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
+        return;
+    };
+    while let Some(Ok(m)) = ws.next().await {
+        let reply = match &m {
+            Message::Text(t) if t.as_str() == CLOSE_ME => ws.close(None).await,
+            Message::Text(_) | Message::Binary(_) => ws.send(m).await,
+            _ => Ok(()),
+        };
+        if reply.is_err() {
+            break;
+        }
+    }
 }
 
 /// A gateway with one catch-all route to the echo server at `ws`.
@@ -322,4 +340,30 @@ async fn a_protocol_the_route_lists_is_passed_on_and_tunnelled() {
         .expect("echo in time")
         .expect("echo");
     assert_eq!(&echoed, b"raw bytes, no HTTP");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_echo_to_a_tls_upstream() {
+    let ca = TestCa::new("ws-upstream-ca");
+    let leaf = ca.issue(&["ws-up.test"]);
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_no_client_auth()
+        .with_single_cert(vec![leaf.cert_der()], leaf.key_der())
+        .expect("TLS server config");
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let ws = echo_server_on(Some(acceptor)).await;
+    let gw = Gateway::builder()
+        .file("up-ca.pem", &ca.cert_pem())
+        .cluster_yaml(&format!(
+            "{{name: wss, endpoints: [{{address: \"{ws}\"}}], tls: {{sni: ws-up.test, ca: up-ca.pem}}}}"
+        ))
+        .route("{name: all, cluster: wss}")
+        .start();
+    let tcp = TcpStream::connect(("127.0.0.1", gw.port()))
+        .await
+        .expect("connect");
+    echo_all(handshake("ws://gw.test/chat", tcp).await).await;
 }
