@@ -168,6 +168,9 @@ fn restart_required(gateway: &Gateway, new: &Runtime) -> Vec<String> {
             Some(b) if b.read_buffer_bytes != l.read_buffer_bytes => {
                 out.push(format!("listener `{}` changed read_buffer_bytes", l.name))
             }
+            Some(b) if b.proxy_protocol != l.proxy_protocol => {
+                out.push(format!("listener `{}` changed proxy_protocol", l.name))
+            }
             Some(_) => {}
         }
     }

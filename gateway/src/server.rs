@@ -17,8 +17,10 @@ use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::server::configuration::ServerConf;
 use pingora::server::Server;
 use pingora::services::listening::Service;
+use pingora::services::ServiceWithDependents;
 
 use crate::admin::AdminApp;
+use crate::client_address;
 use crate::config::{ClientAuth, ListenerMode};
 use crate::egress::EgressApp;
 use crate::identity::client_auth::{PeerIdentityHook, SpiffeClientVerifier};
@@ -119,7 +121,7 @@ fn lean_service(
     gateway: &Arc<Gateway>,
     index: usize,
     l: &ListenerSpec,
-) -> anyhow::Result<Service<LeanApp>> {
+) -> anyhow::Result<Box<dyn ServiceWithDependents>> {
     let hooks = || GatewayProxy::new(l.name.clone(), index, l.tls.is_some(), gateway.clone());
     let mut h2 = pingora::proxy::http_proxy(&server.configuration, hooks());
     let h2c = l.h2c && l.tls.is_none();
@@ -132,7 +134,6 @@ fn lean_service(
         &server.configuration,
     )));
     let app = LeanApp::new(hooks(), h2, connector, h2c);
-    let mut svc = Service::new(format!("listener {}", l.name), app);
     let mut endpoint = listener_config(l);
     if let Some(t) = &l.tls {
         let mut tls = listener_tls(gateway, l, t)?;
@@ -141,8 +142,8 @@ fn lean_service(
         }
         endpoint = endpoint.tls(tls);
     }
-    svc.add_listener(endpoint);
-    Ok(svc)
+    let name = format!("listener {}", l.name);
+    Ok(client_address::listener_service(name, app, endpoint, l))
 }
 
 /// Builds the server for `gateway` and runs it until shutdown. With
@@ -179,49 +180,40 @@ pub fn run(gateway: Arc<Gateway>, upgrade: bool) -> anyhow::Result<()> {
     }
     for (index, l) in runtime.listeners.iter().enumerate() {
         if l.mode == ListenerMode::Egress {
-            let mut svc = Service::new(
-                format!("egress listener {}", l.name),
-                EgressApp::new(gateway.clone(), l.name.clone()),
-            );
+            let app = EgressApp::new(gateway.clone(), l.name.clone());
             let mut endpoint = listener_config(l);
             if let Some(t) = &l.tls {
                 endpoint = endpoint.tls(listener_tls(&gateway, l, t)?);
             }
-            svc.add_listener(endpoint);
-            server.add_service(svc);
+            let name = format!("egress listener {}", l.name);
+            server.add_boxed_service(client_address::listener_service(name, app, endpoint, l));
             continue;
         }
         if l.lean {
-            server.add_service(lean_service(&server, &gateway, index, l)?);
+            server.add_boxed_service(lean_service(&server, &gateway, index, l)?);
             continue;
         }
         let app = GatewayProxy::new(l.name.clone(), index, l.tls.is_some(), gateway.clone());
-        let mut svc = pingora::proxy::http_proxy_service_with_name(
-            &server.configuration,
-            app,
-            &format!("listener {}", l.name),
-        );
-        let endpoint = listener_config(l);
+        let mut proxy = pingora::proxy::http_proxy(&server.configuration, app);
+        let mut endpoint = listener_config(l);
         match &l.tls {
             Some(t) => {
                 let mut tls = listener_tls(&gateway, l, t)?;
                 if t.h2 {
                     tls.enable_h2();
                 }
-                svc.add_listener(endpoint.tls(tls));
+                endpoint = endpoint.tls(tls);
             }
             None => {
-                svc.add_listener(endpoint);
                 if l.h2c {
                     let mut opts = HttpServerOptions::default();
                     opts.h2c = true;
-                    if let Some(app) = svc.app_logic_mut() {
-                        app.server_options = Some(opts);
-                    }
+                    proxy.server_options = Some(opts);
                 }
             }
         }
-        server.add_service(svc);
+        let name = format!("listener {}", l.name);
+        server.add_boxed_service(client_address::listener_service(name, proxy, endpoint, l));
     }
 
     let mut admin = Service::new(

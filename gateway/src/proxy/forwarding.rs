@@ -61,12 +61,27 @@ impl std::ops::Deref for RequestId {
 
 /// What the gateway notes of a request as it arrives: the client address,
 /// the request id (also put on the request, for the upstream), the trace
-/// context and the client's `Host` (for `X-Forwarded-Host`).
-pub fn take_in(session: &mut Session, ctx: &mut RequestCtx) -> pingora::Result<()> {
-    ctx.client_ip = session
+/// context and the client's `Host` (for `X-Forwarded-Host`). The client
+/// address is the peer's, or one its `X-Forwarded-For` names where the
+/// `listener`-th listener trusts it ([`crate::client_address`]).
+pub fn take_in(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    listener: usize,
+) -> pingora::Result<()> {
+    ctx.peer_ip = session
         .client_addr()
         .and_then(|a| a.as_inet())
         .map(|a| a.ip());
+    let trust = ctx.runtime.listeners.get(listener);
+    ctx.client_ip = match (ctx.peer_ip, trust.and_then(|l| l.client_address.as_deref())) {
+        (Some(peer), Some(trust)) => Some(crate::client_address::resolve(
+            session.req_header_mut(),
+            peer,
+            trust,
+        )),
+        (peer, _) => peer,
+    };
     ctx.request_id = request_id(session.req_header());
     ctx.trace = Some(crate::telemetry::RequestTrace::start(session.req_header()));
     let req = session.req_header_mut();
@@ -152,7 +167,7 @@ fn uuid_v4() -> HeaderValue {
     HeaderValue::from_bytes(&out).unwrap_or_else(|_| HeaderValue::from_static("-"))
 }
 
-/// Sets `X-Forwarded-For` (appended), `-Proto` and `-Host` on the upstream request.
+/// Sets `X-Forwarded-For` (the peer appended), `-Proto` and `-Host` on the upstream request.
 pub fn set_forwarded(
     req: &mut RequestHeader,
     client_ip: Option<std::net::IpAddr>,

@@ -49,6 +49,10 @@ pub struct ListenerSpec {
     pub read_buffer_bytes: usize,
     /// Served by the lean HTTP/1 path rather than `ProxyHttp`.
     pub lean: bool,
+    /// Whose `X-Forwarded-For` is believed (`None`: nobody's).
+    pub client_address: Option<Arc<crate::client_address::XffTrust>>,
+    /// PROXY protocol settings (`None`: off).
+    pub proxy_protocol: Option<crate::client_address::ProxyProtocolSpec>,
 }
 
 /// TLS files of a listener, resolved to paths.

@@ -7,11 +7,13 @@ use serde::{Deserialize, Serialize};
 
 pub use super::units::Duration;
 
+mod client_address;
 mod cluster;
 mod identity;
 mod route;
 mod telemetry;
 
+pub use client_address::*;
 pub use cluster::*;
 pub use identity::*;
 pub use route::*;
@@ -194,6 +196,15 @@ pub struct Listener {
     /// variable changes it (how CI runs the suite on both).
     #[serde(default)]
     pub engine: Option<ListenerEngine>,
+    /// Trusted proxies and `X-Forwarded-For`: who the client is behind a
+    /// load balancer. Default: the peer is the client and its
+    /// `X-Forwarded-For` is passed on, with the peer appended.
+    #[serde(default)]
+    pub client_address: Option<ClientAddress>,
+    /// Read a PROXY protocol header (v1 or v2) at the start of every
+    /// connection, before TLS. Default: off.
+    #[serde(default)]
+    pub proxy_protocol: Option<ProxyProtocol>,
 }
 
 /// The HTTP/1 implementation of a proxy listener.

@@ -143,6 +143,7 @@ impl Compiler<'_> {
                 );
             }
             let lean = self.engine(cfg, i, l) == config::ListenerEngine::Lean;
+            let (client_address, proxy_protocol) = self.client_address(i, l);
             if let Some(addr) = addr {
                 let read_buffer_bytes = l.read_buffer_bytes.unwrap_or(match (&tls, lean) {
                     (Some(_), _) => DEFAULT_TLS_READ_BUFFER,
@@ -159,6 +160,8 @@ impl Compiler<'_> {
                     mode: l.mode,
                     read_buffer_bytes,
                     lean,
+                    client_address,
+                    proxy_protocol,
                 });
                 if l.mode == config::ListenerMode::Egress && cfg.egress.is_none() {
                     self.err(

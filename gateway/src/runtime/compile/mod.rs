@@ -1,6 +1,7 @@
 //! The config compiler, split by concern. Each file adds methods to
 //! [`super::Compiler`]; errors are collected, never returned early.
 
+mod client_address;
 mod clusters;
 mod egress;
 mod identity;
