@@ -71,8 +71,9 @@ pub enum Refused {
     /// The header did not arrive in time.
     #[error("PROXY protocol: no header within {0:?}")]
     Timeout(Duration),
-    /// The connection failed or closed while reading.
-    #[error("PROXY protocol: connection closed before the header ended")]
+    /// The connection closed (or failed) before sending a byte: a TCP
+    /// health check or a port probe rather than a broken proxy.
+    #[error("PROXY protocol: connection closed before sending a header")]
     Closed,
 }
 
@@ -86,6 +87,7 @@ pub struct ProxyProtocolReader {
     refused_source: IntCounter,
     malformed: IntCounter,
     timed_out: IntCounter,
+    closed: IntCounter,
 }
 
 impl ProxyProtocolReader {
@@ -103,6 +105,7 @@ impl ProxyProtocolReader {
             refused_source: c("refused_source"),
             malformed: c("malformed"),
             timed_out: c("timeout"),
+            closed: c("closed"),
         })
     }
 
@@ -115,7 +118,8 @@ impl ProxyProtocolReader {
             Ok(()) => self.accepted.inc(),
             Err(Refused::Source(_)) => self.refused_source.inc(),
             Err(Refused::Timeout(_)) => self.timed_out.inc(),
-            Err(Refused::Malformed(_) | Refused::Closed) => self.malformed.inc(),
+            Err(Refused::Malformed(_)) => self.malformed.inc(),
+            Err(Refused::Closed) => self.closed.inc(),
         }
         if let Err(e) = &result {
             tracing::debug!("connection closed: {e}");
@@ -240,7 +244,10 @@ async fn read_header(stream: &mut L4Stream) -> Result<Option<SocketAddr>, Refuse
                     buf.reserve(V2_MAX + 1 - buf.len());
                 }
                 match stream.read_buf(&mut buf).await {
-                    Ok(0) | Err(_) => return Err(Refused::Closed),
+                    Ok(0) | Err(_) if buf.is_empty() => return Err(Refused::Closed),
+                    Ok(0) | Err(_) => {
+                        return Err(Refused::Malformed("connection closed mid-header"))
+                    }
                     Ok(_) => {}
                 }
             }

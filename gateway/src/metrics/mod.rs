@@ -38,7 +38,7 @@ pub struct Metrics {
     pub circuit_open: IntCounterVec,
     /// `gateway_proxy_protocol_total{listener,result}`: PROXY protocol
     /// headers accepted, and connections refused (refused_source,
-    /// malformed, timeout).
+    /// malformed, timeout, closed: no byte sent).
     pub proxy_protocol: IntCounterVec,
     /// `gateway_upgrades_total{route,protocol,outcome}`: upgrade requests
     /// by outcome (switched, declined, refused).
@@ -171,7 +171,7 @@ impl Metrics {
         let proxy_protocol = IntCounterVec::new(
             Opts::new(
                 "gateway_proxy_protocol_total",
-                "PROXY protocol headers by listener and result: accepted, refused_source, malformed, timeout.",
+                "PROXY protocol headers by listener and result: accepted, refused_source, malformed, timeout, closed (before sending a byte).",
             ),
             &["listener", "result"],
         )
