@@ -23,7 +23,10 @@ pub struct ClientAddress {
     /// listener, e.g. the load balancer's subnet. Required; write
     /// `0.0.0.0/0` and `::/0` to trust every peer (only where nothing else
     /// can reach the listener).
-    pub trusted_proxies: Vec<Cidr>,
+    // Strings here, CIDRs in the schema: compiling them reports each bad
+    // entry at its own line, and all of them at once.
+    #[schemars(with = "Vec<Cidr>")]
+    pub trusted_proxies: Vec<String>,
     /// Envoy's `xff_num_trusted_hops`: the number of proxies in front of
     /// the gateway, the peer included. The client is the address this many
     /// entries from the right of `X-Forwarded-For` (1: the last entry,
@@ -52,7 +55,8 @@ pub struct ClientAddress {
 pub struct ProxyProtocol {
     /// CIDRs of the proxies allowed to send the header (the load
     /// balancer's, HAProxy's address). Required.
-    pub from: Vec<Cidr>,
+    #[schemars(with = "Vec<Cidr>")]
+    pub from: Vec<String>,
     /// How long a new connection may take to send its header. Default 3s.
     #[serde(default = "default_proxy_protocol_timeout")]
     pub timeout: Duration,

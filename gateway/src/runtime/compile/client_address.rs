@@ -2,6 +2,7 @@
 
 use super::super::*;
 use crate::client_address::{ProxyProtocolSpec, XffTrust};
+use filters::egress::Cidr;
 
 /// Largest `xff_trusted_hops`: more proxies in a row than this is a typo.
 const MAX_TRUSTED_HOPS: u32 = 16;
@@ -43,7 +44,7 @@ impl Compiler<'_> {
                 }
             }
             Arc::new(XffTrust {
-                trusted: c.trusted_proxies.clone(),
+                trusted: self.cidrs(i, "client_address.trusted_proxies", &c.trusted_proxies),
                 hops: c.xff_trusted_hops,
             })
         });
@@ -66,10 +67,28 @@ impl Compiler<'_> {
                 );
             }
             ProxyProtocolSpec {
-                from: p.from.clone(),
+                from: self.cidrs(i, "proxy_protocol.from", &p.from),
                 timeout,
             }
         });
         (xff, pp)
+    }
+
+    /// The CIDRs of list `field` of the `i`-th listener; each bad one is
+    /// reported at its entry.
+    fn cidrs(&mut self, i: usize, field: &str, list: &[String]) -> Vec<Cidr> {
+        let mut out = Vec::with_capacity(list.len());
+        for (j, s) in list.iter().enumerate() {
+            match s.parse::<Cidr>() {
+                Ok(c) => out.push(c),
+                Err(e) => self.err(
+                    Section::Listeners,
+                    i,
+                    &format!("{field}[{j}]"),
+                    e.to_string(),
+                ),
+            }
+        }
+        out
     }
 }
