@@ -80,8 +80,16 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
     path: &str,
 ) -> Option<(u16, String)> {
     let req = format!("GET {path} HTTP/1.1\r\nHost: gw.test\r\n\r\n");
+    exchange_raw(s, &[prefix, req.as_bytes()].concat()).await
+}
+
+/// Writes `bytes` on `s` and reads one answer, as [`exchange`].
+async fn exchange_raw<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut S,
+    bytes: &[u8],
+) -> Option<(u16, String)> {
     let io = async {
-        s.write_all(&[prefix, req.as_bytes()].concat()).await.ok()?;
+        s.write_all(bytes).await.ok()?;
         read_answer(s).await
     };
     tokio::time::timeout(Duration::from_secs(10), io)
@@ -481,4 +489,42 @@ async fn haproxy_in_front_passes_the_client_address() {
     }
     assert_eq!(logged_client(&gw, "/hp-v2-a"), "127.0.0.3");
     assert_eq!(logged_client(&gw, "/hp-v1-a"), "127.0.0.4");
+}
+
+/// An egress listener with `proxy_protocol`: the caller groups (source
+/// CIDRs) see the address the header carries, not the proxy in front.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn egress_caller_groups_see_the_proxy_protocol_source() {
+    let up = Upstream::echo();
+    let gw = Gateway::builder()
+        .listener_name("out")
+        .listener("mode: egress, proxy_protocol: {from: [127.0.0.1/32]}")
+        .yaml(&format!(
+            r#"
+egress:
+  caller_groups: [{{name: functions, cidrs: [198.51.100.0/24]}}]
+  dns: {{static: {{api.partner.test: 127.0.0.1}}}}
+  rules:
+    - {{name: functions-only, hosts: [api.partner.test], ports: [{port}], principals: ["cidr:functions"], allow_cidrs: [127.0.0.0/8]}}
+"#,
+            port = up.port()
+        ))
+        .start();
+    let port = gw.port();
+    let authority = format!("api.partner.test:{}", up.port());
+    let req = format!("GET http://{authority}/egress HTTP/1.1\r\nHost: {authority}\r\n\r\n");
+    let mut results = Vec::new();
+    for src in ["198.51.100.9", "203.0.113.9"] {
+        let mut c = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        let (s, _) = exchange_raw(&mut c, &[v1(src, 4000), req.clone().into_bytes()].concat())
+            .await
+            .expect("an answer from the egress listener");
+        results.push((src, s));
+    }
+    assert_eq!(
+        results,
+        [("198.51.100.9", 200), ("203.0.113.9", 407)],
+        "only the caller group's source may reach the partner; others are asked for credentials"
+    );
+    assert_eq!(up.count(), 1);
 }
