@@ -182,13 +182,29 @@ pub fn set_forwarded(
         let _ = write!(cursor, "{ip}");
         let len = cursor.position() as usize;
         let addr = &addr[..len];
-        let prev = req.headers.get(&X_FORWARDED_FOR);
-        // A previous value that is not visible ASCII is replaced, not extended.
-        let value = match prev.filter(|v| v.to_str().is_ok()).map(|v| v.as_bytes()) {
-            Some(prev) if !prev.trim_ascii().is_empty() => {
-                HeaderValue::from_bytes(&[prev, b", ", addr].concat())
+        // Several lines are one list (RFC 9110 §5.3): all of them are kept,
+        // in order, as the client address may be in any. A list with a line
+        // that is not visible ASCII is replaced, not extended.
+        let mut prev: Vec<u8> = Vec::new();
+        for v in req.headers.get_all(&X_FORWARDED_FOR) {
+            if v.to_str().is_err() {
+                prev.clear();
+                break;
             }
-            _ => HeaderValue::from_bytes(addr),
+            let v = v.as_bytes().trim_ascii();
+            if !v.is_empty() {
+                if !prev.is_empty() {
+                    prev.extend_from_slice(b", ");
+                }
+                prev.extend_from_slice(v);
+            }
+        }
+        let value = if prev.is_empty() {
+            HeaderValue::from_bytes(addr)
+        } else {
+            prev.extend_from_slice(b", ");
+            prev.extend_from_slice(addr);
+            HeaderValue::from_bytes(&prev)
         };
         if let Ok(v) = value {
             let _ = req.insert_header(X_FORWARDED_FOR, v);
@@ -361,6 +377,20 @@ mod tests {
         assert_eq!(req.headers["x-forwarded-for"], "1.2.3.4, 127.0.0.1");
         assert_eq!(req.headers["x-forwarded-proto"], "https");
         assert_eq!(req.headers["x-forwarded-host"], "example.com");
+    }
+
+    #[test]
+    fn forwarded_for_lines_are_joined_before_appending() {
+        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+        req.append_header("x-forwarded-for", "6.6.6.6").unwrap();
+        req.append_header("x-forwarded-for", " ").unwrap();
+        req.append_header("x-forwarded-for", "203.0.113.1").unwrap();
+        set_forwarded(&mut req, Some([10, 0, 0, 1].into()), false, None);
+        let all: Vec<_> = req.headers.get_all("x-forwarded-for").iter().collect();
+        assert_eq!(all, ["6.6.6.6, 203.0.113.1, 10.0.0.1"]);
+        req.append_header("x-forwarded-for", &b"\xff"[..]).unwrap();
+        set_forwarded(&mut req, Some([10, 0, 0, 2].into()), false, None);
+        assert_eq!(req.headers["x-forwarded-for"], "10.0.0.2", "replaced");
     }
 
     #[test]
