@@ -528,3 +528,32 @@ egress:
     );
     assert_eq!(up.count(), 1);
 }
+
+/// HTTP/2 with prior knowledge (h2c) after a PROXY header: the HTTP/2
+/// server (Pingora's, on both engines) sees the header's source too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2c_after_a_proxy_header_carries_the_client() {
+    use http_body_util::BodyExt;
+    let up = Upstream::echo();
+    let gw = gateway(&up, "proxy_protocol: {from: [127.0.0.1/32]}", 5);
+    let mut tcp = TcpStream::connect(("127.0.0.1", gw.port())).await.unwrap();
+    tcp.write_all(&v2(Some((ip("192.0.2.77"), 7000))))
+        .await
+        .unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .expect("h2c handshake after the PROXY header");
+    tokio::spawn(conn);
+    let req = http::Request::get("http://gw.test/h2c")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let resp = sender.send_request(req).await.expect("h2c request");
+    assert_eq!(resp.status(), 200);
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    let echo: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(upstream_xff(&echo), ["192.0.2.77"]);
+    assert_eq!(logged_client(&gw, "/h2c"), "192.0.2.77");
+}

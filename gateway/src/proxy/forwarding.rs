@@ -185,8 +185,11 @@ pub fn set_forwarded(
         // Several lines are one list (RFC 9110 §5.3): all of them are kept,
         // in order, as the client address may be in any. A list with a line
         // that is not visible ASCII is replaced, not extended.
-        let mut prev: Vec<u8> = Vec::new();
-        for v in req.headers.get_all(&X_FORWARDED_FOR) {
+        let lines = req.headers.get_all(&X_FORWARDED_FOR);
+        // Sized once: the lines, their separators and the address.
+        let size = lines.iter().map(|v| v.len() + 2).sum::<usize>();
+        let mut prev: Vec<u8> = Vec::with_capacity(if size == 0 { 0 } else { size + len });
+        for v in lines {
             if v.to_str().is_err() {
                 prev.clear();
                 break;
