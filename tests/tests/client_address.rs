@@ -557,3 +557,25 @@ async fn h2c_after_a_proxy_header_carries_the_client() {
     assert_eq!(upstream_xff(&echo), ["192.0.2.77"]);
     assert_eq!(logged_client(&gw, "/h2c"), "192.0.2.77");
 }
+
+/// `client_address` is read per request from the serving config: a reload
+/// that starts trusting the peer applies to the next request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trusted_proxies_change_on_reload() {
+    let up = Upstream::echo();
+    let trust = |cidr: &str| format!("client_address: {{trusted_proxies: [{cidr}]}}");
+    let gw = gateway(&up, &trust("127.0.0.2/32"), 10);
+    let (s, _) = get_xff(gw.port(), "/before", Some("203.0.113.50")).await;
+    assert_eq!(s, 200);
+    assert_eq!(logged_client(&gw, "/before"), "127.0.0.1");
+    gw.rewrite(
+        gw.same_ports()
+            .listener(&trust("127.0.0.1/32"))
+            .cluster("c", &[&up], "")
+            .route(&limited(10)),
+    );
+    gw.wait_generation(2).await;
+    let (s, _) = get_xff(gw.port(), "/after", Some("203.0.113.50")).await;
+    assert_eq!(s, 200);
+    assert_eq!(logged_client(&gw, "/after"), "203.0.113.50");
+}

@@ -19,12 +19,29 @@ use std::net::IpAddr;
 use http::HeaderName;
 use pingora::http::RequestHeader;
 
+use crate::runtime::ListenerSpec;
+
 pub use proxy_protocol::{
     listener_service, ProxyProtocolApp, ProxyProtocolReader, ProxyProtocolSpec, Refused,
 };
 pub use xff::{parse_entry, XffTrust};
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+
+/// The `X-Forwarded-For` trust of the listener at `(index, name)` in a
+/// (possibly reloaded) listener list. Found by name when a reload moved
+/// it, so another listener's trust is never applied; `None` when the
+/// listener trusts nobody or is gone from the config.
+pub fn listener_trust<'a>(
+    listeners: &'a [ListenerSpec],
+    (index, name): (usize, &str),
+) -> Option<&'a XffTrust> {
+    let spec = match listeners.get(index) {
+        Some(l) if *l.name == *name => l,
+        _ => listeners.iter().find(|l| *l.name == *name)?,
+    };
+    spec.client_address.as_deref()
+}
 
 /// The client address of a request that came from `peer` on a listener
 /// with `trust`. When the peer is not trusted, its `X-Forwarded-For` is
@@ -43,4 +60,54 @@ pub fn resolve(req: &mut RequestHeader, peer: IpAddr, trust: &XffTrust) -> IpAdd
         .rev()
         .flat_map(|v| v.as_bytes().rsplit(|b| *b == b','));
     trust.client(peer, entries)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn listener(name: &str, trusted: &str) -> ListenerSpec {
+        ListenerSpec {
+            name: name.into(),
+            addr: "127.0.0.1:1".parse().unwrap(),
+            tls: None,
+            h2c: false,
+            mode: crate::config::ListenerMode::Proxy,
+            read_buffer_bytes: 0,
+            lean: true,
+            client_address: Some(Arc::new(XffTrust {
+                trusted: vec![trusted.parse().unwrap()],
+                hops: None,
+            })),
+            proxy_protocol: None,
+        }
+    }
+
+    #[test]
+    fn a_moved_listener_keeps_its_own_trust() {
+        let list = [listener("b", "10.0.0.0/8"), listener("a", "192.0.2.0/24")];
+        let a = listener_trust(&list, (1, "a")).unwrap();
+        assert!(a.trusts("192.0.2.1".parse().unwrap()));
+        // A reload put `b` where `a` was: found by name.
+        let a = listener_trust(&list, (0, "a")).unwrap();
+        assert!(a.trusts("192.0.2.1".parse().unwrap()));
+        assert!(listener_trust(&list, (0, "gone")).is_none());
+    }
+
+    #[test]
+    fn an_untrusted_peer_loses_its_header() {
+        let trust = XffTrust {
+            trusted: vec!["10.0.0.0/8".parse().unwrap()],
+            hops: Some(1),
+        };
+        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+        req.insert_header("x-forwarded-for", "203.0.113.1").unwrap();
+        let from_lb = resolve(&mut req, "10.0.0.5".parse().unwrap(), &trust);
+        assert_eq!(from_lb, "203.0.113.1".parse::<IpAddr>().unwrap());
+        assert!(req.headers.get("x-forwarded-for").is_some(), "kept");
+        let direct = resolve(&mut req, "198.51.100.1".parse().unwrap(), &trust);
+        assert_eq!(direct, "198.51.100.1".parse::<IpAddr>().unwrap());
+        assert!(req.headers.get("x-forwarded-for").is_none(), "removed");
+    }
 }

@@ -63,18 +63,18 @@ impl std::ops::Deref for RequestId {
 /// the request id (also put on the request, for the upstream), the trace
 /// context and the client's `Host` (for `X-Forwarded-Host`). The client
 /// address is the peer's, or one its `X-Forwarded-For` names where the
-/// `listener`-th listener trusts it ([`crate::client_address`]).
+/// listener (its position and name) trusts it ([`crate::client_address`]).
 pub fn take_in(
     session: &mut Session,
     ctx: &mut RequestCtx,
-    listener: usize,
+    listener: (usize, &str),
 ) -> pingora::Result<()> {
     ctx.peer_ip = session
         .client_addr()
         .and_then(|a| a.as_inet())
         .map(|a| a.ip());
-    let trust = ctx.runtime.listeners.get(listener);
-    ctx.client_ip = match (ctx.peer_ip, trust.and_then(|l| l.client_address.as_deref())) {
+    let trust = crate::client_address::listener_trust(&ctx.runtime.listeners, listener);
+    ctx.client_ip = match (ctx.peer_ip, trust) {
         (Some(peer), Some(trust)) => Some(crate::client_address::resolve(
             session.req_header_mut(),
             peer,

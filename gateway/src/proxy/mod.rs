@@ -107,7 +107,7 @@ impl ProxyHttp for GatewayProxy {
         {
             session.set_keepalive(None);
         }
-        forwarding::take_in(session, ctx, self.listener_index)?;
+        forwarding::take_in(session, ctx, (self.listener_index, &self.listener))?;
         if let Err(why) = forwarding::settle_host(session.req_header_mut(), ctx) {
             let body = Bytes::from(format!("bad request: {why}\n"));
             return respond::early(session, ctx, 400, body).await;
