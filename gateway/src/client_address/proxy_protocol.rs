@@ -241,7 +241,9 @@ async fn read_header(stream: &mut L4Stream) -> Result<Option<SocketAddr>, Refuse
             }
             Framing::Need => {
                 if buf.len() == buf.capacity() {
-                    buf.reserve(V2_MAX + 1 - buf.len());
+                    // Only a v2 header longer than the first buffer gets
+                    // here; framing bounds it by `V2_MAX`.
+                    buf.reserve(V2_MAX.saturating_sub(buf.len()) + 1);
                 }
                 match stream.read_buf(&mut buf).await {
                     Ok(0) | Err(_) if buf.is_empty() => return Err(Refused::Closed),
@@ -366,6 +368,34 @@ mod tests {
         assert_eq!(src, "203.0.113.7:5555".parse().unwrap());
         // LOCAL keeps the TCP peer.
         assert!(parse(&v2(&[], 0x00, 0)).unwrap().is_none());
+    }
+
+    /// A header longer than the first read buffer (a 600-byte TLV), with
+    /// the request right behind it: the header is cut out exactly and the
+    /// request bytes are read next.
+    #[tokio::test]
+    async fn a_long_v2_header_is_read_and_the_rest_put_back() {
+        use tokio::io::AsyncWriteExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut addrs = vec![192, 0, 2, 9, 127, 0, 0, 1, 0x1f, 0x90, 0, 80];
+        addrs.extend_from_slice(&[0x04, 0x02, 0x58]); // NOOP TLV, 600 bytes
+        addrs.extend_from_slice(&[0u8; 600]);
+        let mut wire = v2(&addrs, 0x11, 1);
+        wire.extend_from_slice(b"GET / HTTP/1.1\r\n");
+        let client = tokio::spawn(async move {
+            let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+            c.write_all(&wire).await.unwrap();
+            c
+        });
+        let (server, _) = listener.accept().await.unwrap();
+        let _client = client.await.unwrap();
+        let mut stream = L4Stream::from(server);
+        let src = read_header(&mut stream).await.unwrap();
+        assert_eq!(src, Some("192.0.2.9:8080".parse().unwrap()));
+        let mut rest = [0u8; 16];
+        stream.read_exact(&mut rest).await.unwrap();
+        assert_eq!(&rest, b"GET / HTTP/1.1\r\n");
     }
 
     #[test]
