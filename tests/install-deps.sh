@@ -5,6 +5,8 @@
 #     builds, jemalloc (the gateway's allocator)
 #   - curl: the integration tests use it as a real client
 #   - redis-server: fleet rate-limit tests start their own on a loopback port
+#   - haproxy: the client-address tests put one in front of the gateway
+#     (`send-proxy`, `send-proxy-v2`)
 #   - python3 with PyJWT and cryptography (Debian's python3-jwt,
 #     python3-cryptography): the identity tests cross-check tokens with an
 #     independent JWT implementation
@@ -18,6 +20,7 @@ command -v make >/dev/null 2>&1 || need+=(make)   # jemalloc's build (tikv-jemal
 command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+[ -x /usr/sbin/haproxy ] || command -v haproxy >/dev/null 2>&1 || need+=(haproxy)
 [ -e /etc/ssl/certs/ca-certificates.crt ] || need+=(ca-certificates)
 # Debian's python3 (not a pyenv/venv one on PATH) is where python3-jwt lands.
 if [ -x /usr/bin/python3 ]; then

@@ -5,6 +5,7 @@
 pub mod access_log;
 pub mod admin;
 mod alloc;
+pub mod client_address;
 pub mod config;
 pub mod egress;
 pub mod hop_by_hop;

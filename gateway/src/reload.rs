@@ -175,6 +175,9 @@ fn restart_required(gateway: &Gateway, new: &Runtime) -> Vec<String> {
             Some(b) if b.limits != l.limits => {
                 out.push(format!("listener `{}` changed limits", l.name))
             }
+            Some(b) if b.proxy_protocol != l.proxy_protocol => {
+                out.push(format!("listener `{}` changed proxy_protocol", l.name))
+            }
             Some(_) => {}
         }
     }

@@ -19,6 +19,7 @@ use pingora::server::Server;
 use pingora::services::listening::Service;
 
 use crate::admin::AdminApp;
+use crate::client_address;
 use crate::config::{ClientAuth, ListenerMode};
 use crate::egress::EgressApp;
 use crate::identity::client_auth::{PeerIdentityHook, SpiffeClientVerifier};
@@ -169,19 +170,18 @@ fn add_service<A: ServerApp + Send + Sync + 'static>(
     app: A,
     endpoint: ListenerConfig,
     gk: &Arc<Gatekeeper>,
+    l: &ListenerSpec,
 ) {
-    match gk.limits.max_connections {
+    // The PROXY protocol header, when the listener takes one, is read
+    // first (outermost), so the gate and the app see the real client.
+    let svc = match gk.limits.max_connections {
         Some(max) => {
-            let mut svc = Service::new(name, ConnectionGate::new(app, max, gk.clone()));
-            svc.add_listener(endpoint);
-            server.add_service(svc);
+            let gated = ConnectionGate::new(app, max, gk.clone());
+            client_address::listener_service(name, gated, endpoint, l)
         }
-        None => {
-            let mut svc = Service::new(name, app);
-            svc.add_listener(endpoint);
-            server.add_service(svc);
-        }
-    }
+        None => client_address::listener_service(name, app, endpoint, l),
+    };
+    server.add_boxed_service(svc);
 }
 
 /// Builds the server for `gateway` and runs it until shutdown. With
@@ -221,7 +221,14 @@ pub fn run(gateway: Arc<Gateway>, upgrade: bool) -> anyhow::Result<()> {
         if l.mode == ListenerMode::Egress {
             let app = EgressApp::new(gateway.clone(), l.name.clone());
             let name = format!("egress listener {}", l.name);
-            add_service(&mut server, name, app, endpoint(&gateway, l, false)?, &gk);
+            add_service(
+                &mut server,
+                name,
+                app,
+                endpoint(&gateway, l, false)?,
+                &gk,
+                l,
+            );
             continue;
         }
         let hooks = || {
@@ -232,11 +239,11 @@ pub fn run(gateway: Arc<Gateway>, upgrade: bool) -> anyhow::Result<()> {
         let endpoint = endpoint(&gateway, l, true)?;
         if l.lean {
             let app = lean_app(&server, l, hooks, &gk);
-            add_service(&mut server, name, app, endpoint, &gk);
+            add_service(&mut server, name, app, endpoint, &gk, l);
         } else {
             let proxy = http_proxy(&server, l, hooks());
             let app = ProxyHttpFront::new(proxy, gk.clone(), l.h2c && l.tls.is_none());
-            add_service(&mut server, name, app, endpoint, &gk);
+            add_service(&mut server, name, app, endpoint, &gk, l);
         }
     }
 

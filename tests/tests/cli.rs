@@ -188,6 +188,36 @@ fn broken_files() -> Vec<Broken> {
             "idle_timeout: 0s",
             Some("idle_timeout must be longer than 0s"),
         ),
+        (
+            "bad trusted proxy CIDR",
+            "admin: {listen: \"127.0.0.1:${admin}\"}\nlisteners:\n  - name: public\n    listen: \"127.0.0.1:${port}\"\n    client_address:\n      trusted_proxies:\n        - 10.0.0.0/8\n        - 10.0.0.300/8\nroutes:\n  - name: r1\n    direct_response: {status: 200}\n",
+            "10.0.0.300/8",
+            Some("10.0.0.300"),
+        ),
+        (
+            "xff_trusted_hops of zero",
+            "admin: {listen: \"127.0.0.1:${admin}\"}\nlisteners:\n  - name: public\n    listen: \"127.0.0.1:${port}\"\n    client_address:\n      trusted_proxies: [10.0.0.0/8]\n      xff_trusted_hops: 0\nroutes:\n  - name: r1\n    direct_response: {status: 200}\n",
+            "xff_trusted_hops: 0",
+            Some("between 1 and 16"),
+        ),
+        (
+            "xff_trusted_hops not a number",
+            "admin: {listen: \"127.0.0.1:${admin}\"}\nlisteners:\n  - name: public\n    listen: \"127.0.0.1:${port}\"\n    client_address:\n      trusted_proxies: [10.0.0.0/8]\n      xff_trusted_hops: two\nroutes:\n  - name: r1\n    direct_response: {status: 200}\n",
+            "xff_trusted_hops: two",
+            Some("two"),
+        ),
+        (
+            "bad PROXY protocol source CIDR",
+            "admin: {listen: \"127.0.0.1:${admin}\"}\nlisteners:\n  - name: public\n    listen: \"127.0.0.1:${port}\"\n    proxy_protocol:\n      from: [10.0.0.1/8]\nroutes:\n  - name: r1\n    direct_response: {status: 200}\n",
+            "from: [10.0.0.1/8]",
+            Some("host bits set"),
+        ),
+        (
+            "X-Forwarded-For trust on an egress listener",
+            "admin: {listen: \"127.0.0.1:${admin}\"}\nlisteners:\n  - name: out\n    listen: \"127.0.0.1:${port}\"\n    mode: egress\n    client_address: {trusted_proxies: [10.0.0.0/8]}\negress:\n  rules:\n    - name: ok\n      hosts: [a.test]\n",
+            "client_address: {trusted_proxies",
+            Some("egress listeners do not read X-Forwarded-For"),
+        ),
     ]
     .into_iter()
     .map(|(kind, yaml, marker, mentions)| Broken {

@@ -39,6 +39,10 @@ pub struct Metrics {
     pub outlier_ejections: IntCounterVec,
     /// `gateway_circuit_open_total{cluster}`: requests refused by a circuit breaker.
     pub circuit_open: IntCounterVec,
+    /// `gateway_proxy_protocol_total{listener,result}`: PROXY protocol
+    /// headers accepted, and connections refused (refused_source,
+    /// malformed, timeout, closed: no byte sent).
+    pub proxy_protocol: IntCounterVec,
     /// `gateway_upgrades_total{route,protocol,outcome}`: upgrade requests
     /// by outcome (switched, declined, refused).
     pub upgrades: IntCounterVec,
@@ -178,6 +182,14 @@ impl Metrics {
                 "Requests refused with 503 by a cluster's circuit breaker.",
             ),
             &["cluster"],
+        )
+        .expect("static metric definition");
+        let proxy_protocol = IntCounterVec::new(
+            Opts::new(
+                "gateway_proxy_protocol_total",
+                "PROXY protocol headers by listener and result: accepted, refused_source, malformed, timeout, closed (before sending a byte).",
+            ),
+            &["listener", "result"],
         )
         .expect("static metric definition");
         let upgrades = IntCounterVec::new(
@@ -358,6 +370,7 @@ impl Metrics {
             Box::new(upstream_requests.clone()),
             Box::new(outlier_ejections.clone()),
             Box::new(circuit_open.clone()),
+            Box::new(proxy_protocol.clone()),
             Box::new(upgrades.clone()),
             Box::new(upgraded_bytes.clone()),
             Box::new(faults.clone()),
@@ -396,6 +409,7 @@ impl Metrics {
             upstream_requests,
             outlier_ejections,
             circuit_open,
+            proxy_protocol,
             upgrades,
             upgraded_bytes,
             faults,

@@ -33,6 +33,9 @@ pub struct RequestCtx {
     pub request_id: super::forwarding::RequestId,
     /// Client address.
     pub client_ip: Option<IpAddr>,
+    /// The address the connection comes from (TCP peer or PROXY source),
+    /// the hop appended to `X-Forwarded-For`.
+    pub peer_ip: Option<IpAddr>,
     /// The client's `Host` (for `X-Forwarded-Host`).
     pub original_host: Option<http::HeaderValue>,
     /// Start of the current upstream try.
@@ -85,6 +88,7 @@ impl RequestCtx {
             deadline: None,
             request_id: Default::default(),
             client_ip: None,
+            peer_ip: None,
             original_host: None,
             try_start: None,
             status_retry: false,

@@ -61,12 +61,27 @@ impl std::ops::Deref for RequestId {
 
 /// What the gateway notes of a request as it arrives: the client address,
 /// the request id (also put on the request, for the upstream), the trace
-/// context and the client's `Host` (for `X-Forwarded-Host`).
-pub fn take_in(session: &mut Session, ctx: &mut RequestCtx) -> pingora::Result<()> {
-    ctx.client_ip = session
+/// context and the client's `Host` (for `X-Forwarded-Host`). The client
+/// address is the peer's, or one its `X-Forwarded-For` names where the
+/// listener (its position and name) trusts it ([`crate::client_address`]).
+pub fn take_in(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    listener: (usize, &str),
+) -> pingora::Result<()> {
+    ctx.peer_ip = session
         .client_addr()
         .and_then(|a| a.as_inet())
         .map(|a| a.ip());
+    let trust = crate::client_address::listener_trust(&ctx.runtime.listeners, listener);
+    ctx.client_ip = match (ctx.peer_ip, trust) {
+        (Some(peer), Some(trust)) => Some(crate::client_address::resolve(
+            session.req_header_mut(),
+            peer,
+            trust,
+        )),
+        (peer, _) => peer,
+    };
     ctx.request_id = request_id(session.req_header());
     ctx.trace = Some(crate::telemetry::RequestTrace::start(session.req_header()));
     let req = session.req_header_mut();
@@ -152,7 +167,7 @@ fn uuid_v4() -> HeaderValue {
     HeaderValue::from_bytes(&out).unwrap_or_else(|_| HeaderValue::from_static("-"))
 }
 
-/// Sets `X-Forwarded-For` (appended), `-Proto` and `-Host` on the upstream request.
+/// Sets `X-Forwarded-For` (the peer appended), `-Proto` and `-Host` on the upstream request.
 pub fn set_forwarded(
     req: &mut RequestHeader,
     client_ip: Option<std::net::IpAddr>,
@@ -167,13 +182,32 @@ pub fn set_forwarded(
         let _ = write!(cursor, "{ip}");
         let len = cursor.position() as usize;
         let addr = &addr[..len];
-        let prev = req.headers.get(&X_FORWARDED_FOR);
-        // A previous value that is not visible ASCII is replaced, not extended.
-        let value = match prev.filter(|v| v.to_str().is_ok()).map(|v| v.as_bytes()) {
-            Some(prev) if !prev.trim_ascii().is_empty() => {
-                HeaderValue::from_bytes(&[prev, b", ", addr].concat())
+        // Several lines are one list (RFC 9110 §5.3): all of them are kept,
+        // in order, as the client address may be in any. A list with a line
+        // that is not visible ASCII is replaced, not extended.
+        let lines = req.headers.get_all(&X_FORWARDED_FOR);
+        // Sized once: the lines, their separators and the address.
+        let size = lines.iter().map(|v| v.len() + 2).sum::<usize>();
+        let mut prev: Vec<u8> = Vec::with_capacity(if size == 0 { 0 } else { size + len });
+        for v in lines {
+            if v.to_str().is_err() {
+                prev.clear();
+                break;
             }
-            _ => HeaderValue::from_bytes(addr),
+            let v = v.as_bytes().trim_ascii();
+            if !v.is_empty() {
+                if !prev.is_empty() {
+                    prev.extend_from_slice(b", ");
+                }
+                prev.extend_from_slice(v);
+            }
+        }
+        let value = if prev.is_empty() {
+            HeaderValue::from_bytes(addr)
+        } else {
+            prev.extend_from_slice(b", ");
+            prev.extend_from_slice(addr);
+            HeaderValue::from_bytes(&prev)
         };
         if let Ok(v) = value {
             let _ = req.insert_header(X_FORWARDED_FOR, v);
@@ -346,6 +380,20 @@ mod tests {
         assert_eq!(req.headers["x-forwarded-for"], "1.2.3.4, 127.0.0.1");
         assert_eq!(req.headers["x-forwarded-proto"], "https");
         assert_eq!(req.headers["x-forwarded-host"], "example.com");
+    }
+
+    #[test]
+    fn forwarded_for_lines_are_joined_before_appending() {
+        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+        req.append_header("x-forwarded-for", "6.6.6.6").unwrap();
+        req.append_header("x-forwarded-for", " ").unwrap();
+        req.append_header("x-forwarded-for", "203.0.113.1").unwrap();
+        set_forwarded(&mut req, Some([10, 0, 0, 1].into()), false, None);
+        let all: Vec<_> = req.headers.get_all("x-forwarded-for").iter().collect();
+        assert_eq!(all, ["6.6.6.6, 203.0.113.1, 10.0.0.1"]);
+        req.append_header("x-forwarded-for", &b"\xff"[..]).unwrap();
+        set_forwarded(&mut req, Some([10, 0, 0, 2].into()), false, None);
+        assert_eq!(req.headers["x-forwarded-for"], "10.0.0.2", "replaced");
     }
 
     #[test]

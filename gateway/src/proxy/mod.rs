@@ -133,7 +133,7 @@ impl ProxyHttp for GatewayProxy {
         {
             session.set_keepalive(None);
         }
-        forwarding::take_in(session, ctx)?;
+        forwarding::take_in(session, ctx, (self.listener_index, &self.listener))?;
         if let Err(why) = forwarding::settle_host(session.req_header_mut(), ctx) {
             let body = Bytes::from(format!("bad request: {why}\n"));
             return respond::early(session, ctx, 400, body).await;
@@ -144,7 +144,8 @@ impl ProxyHttp for GatewayProxy {
             return respond::early(session, ctx, 400, body).await;
         }
         let runtime = ctx.runtime.clone();
-        let listener = runtime.listeners.get(self.listener_index);
+        let listener = (self.listener_index, &*self.listener);
+        let listener = crate::runtime::find_listener(&runtime.listeners, listener);
         if let Some(r) = listener.and_then(|l| l.redirect.as_ref()) {
             return respond::redirect(session, ctx, r, self.https).await;
         }
@@ -316,7 +317,7 @@ impl ProxyHttp for GatewayProxy {
         }
         forwarding::set_forwarded(
             upstream,
-            ctx.client_ip,
+            ctx.peer_ip,
             self.https,
             ctx.original_host.as_ref(),
         );

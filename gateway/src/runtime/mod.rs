@@ -53,6 +53,23 @@ pub struct ListenerSpec {
     pub redirect: Option<filters::redirect::Redirect>,
     /// Timeouts and limits (fixed at startup).
     pub limits: crate::limits::Limits,
+    /// Whose `X-Forwarded-For` is believed (`None`: nobody's).
+    pub client_address: Option<Arc<crate::client_address::XffTrust>>,
+    /// PROXY protocol settings (`None`: off).
+    pub proxy_protocol: Option<crate::client_address::ProxyProtocolSpec>,
+}
+
+/// The listener `name`, expected at `index` of the (possibly reloaded)
+/// listener list the request's snapshot holds; found by name when a reload
+/// moved it, so another listener's settings never apply.
+pub fn find_listener<'a>(
+    listeners: &'a [ListenerSpec],
+    (index, name): (usize, &str),
+) -> Option<&'a ListenerSpec> {
+    match listeners.get(index) {
+        Some(l) if *l.name == *name => Some(l),
+        _ => listeners.iter().find(|l| *l.name == *name),
+    }
 }
 
 /// TLS settings of a listener, its certificates loaded.

@@ -7,11 +7,13 @@ use serde::{Deserialize, Serialize};
 
 pub use super::units::Duration;
 
+mod client_address;
 mod cluster;
 mod identity;
 mod route;
 mod telemetry;
 
+pub use client_address::*;
 pub use cluster::*;
 pub use identity::*;
 pub use route::*;
@@ -207,6 +209,15 @@ pub struct Listener {
     /// like the address (a reload that changes them asks for a restart).
     #[serde(default)]
     pub limits: ListenerLimits,
+    /// Trusted proxies and `X-Forwarded-For`: who the client is behind a
+    /// load balancer. Default: the peer is the client and its
+    /// `X-Forwarded-For` is passed on, with the peer appended.
+    #[serde(default)]
+    pub client_address: Option<ClientAddress>,
+    /// Read a PROXY protocol header (v1 or v2) at the start of every
+    /// connection, before TLS. Default: off.
+    #[serde(default)]
+    pub proxy_protocol: Option<ProxyProtocol>,
 }
 
 /// Limits of one listener, in Envoy's and NGINX's terms. Absent keys take

@@ -142,6 +142,7 @@ impl Compiler<'_> {
                     .ok()
             });
             let limits = self.limits(i, l);
+            let (client_address, proxy_protocol) = self.client_address(i, l);
             if let Some(addr) = addr {
                 let read_buffer_bytes = l.read_buffer_bytes.unwrap_or(match (&tls, lean) {
                     (Some(_), _) => DEFAULT_TLS_READ_BUFFER,
@@ -160,6 +161,8 @@ impl Compiler<'_> {
                     lean,
                     redirect,
                     limits,
+                    client_address,
+                    proxy_protocol,
                 });
                 if l.mode == config::ListenerMode::Egress && cfg.egress.is_none() {
                     self.err(

@@ -2,6 +2,7 @@
 //! [`super::Compiler`]; errors are collected, never returned early.
 
 mod certificates;
+mod client_address;
 mod clusters;
 mod egress;
 mod identity;
