@@ -72,7 +72,7 @@ pub use gateway::{gateway_bin, run_gateway, workspace_root, Gateway, GatewayOutp
 pub use otlp::{show_spans, AttrValue, OtlpReceiver, ReceivedSpan, SpanKind};
 pub use prom::{metric_value, parse_prometheus, Sample};
 pub use prom_families::{parse_families, Family};
-pub use redis::{RedisServer, REDIS_INSTALL_HINT};
+pub use redis::{RedisCluster, RedisServer, REDIS_INSTALL_HINT};
 pub use upstream::{
     pseudo_random_bytes, sha256_hex, Reply, RequestInfo, Upstream, UpstreamHandler, DOWNLOAD_SEED,
     GENERATED_CHUNK, SWITCHABLE_BODY_LEN, SWITCHABLE_HEALTH_PATH,

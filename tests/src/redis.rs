@@ -18,6 +18,8 @@ const READY_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct RedisServer {
     child: Option<Child>,
     port: u16,
+    /// The CA of its certificate when it speaks TLS.
+    tls_ca: Option<std::path::PathBuf>,
 }
 
 impl RedisServer {
@@ -25,10 +27,70 @@ impl RedisServer {
     /// Panics (failing the test) when `redis-server` is missing, with the
     /// install command in the message.
     pub fn start() -> RedisServer {
+        Self::spawn(free_port(), &[], None)
+    }
+
+    /// Starts Redis speaking only TLS on its port, with a certificate for
+    /// `127.0.0.1` signed by `ca`; its files go to `dir`.
+    pub fn start_tls(ca: &crate::TestCa, dir: &std::path::Path) -> RedisServer {
         let port = free_port();
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        let (cert, key) = ca.issue(&["127.0.0.1"]).write(
+            dir,
+            &format!("redis-{port}.pem"),
+            &format!("redis-{port}.key"),
+        );
+        let ca_path = ca.write_pem(dir, &format!("redis-{port}-ca.pem"));
+        let path = |p: &std::path::Path| p.display().to_string();
+        let args = [
+            "--port".to_string(),
+            "0".into(),
+            "--tls-port".into(),
+            port.to_string(),
+            "--tls-cert-file".into(),
+            path(&cert),
+            "--tls-key-file".into(),
+            path(&key),
+            "--tls-ca-cert-file".into(),
+            path(&ca_path),
+            "--tls-auth-clients".into(),
+            "no".into(),
+        ];
+        Self::spawn(port, &args, Some(ca_path))
+    }
+
+    /// Starts a cluster-enabled node (`--cluster-enabled yes`, node timeout
+    /// `node_timeout_ms`) whose node file goes to `dir`.
+    fn start_cluster_node(dir: &std::path::Path, node_timeout_ms: u64) -> RedisServer {
+        let port = free_port();
+        let args = [
+            "--cluster-enabled".to_string(),
+            "yes".into(),
+            "--cluster-config-file".into(),
+            format!("nodes-{port}.conf"),
+            "--cluster-node-timeout".into(),
+            node_timeout_ms.to_string(),
+            // A replica may take over however fresh its copy is, and its
+            // first sync starts at once (the default waits 5 s): a test
+            // kills a master seconds after the cluster formed.
+            "--cluster-replica-validity-factor".into(),
+            "0".into(),
+            "--repl-diskless-sync-delay".into(),
+            "0".into(),
+            "--dir".into(),
+            dir.display().to_string(),
+        ];
+        Self::spawn(port, &args, None)
+    }
+
+    fn spawn(port: u16, extra: &[String], tls_ca: Option<std::path::PathBuf>) -> RedisServer {
+        let mut cmd = Command::new("redis-server");
+        if tls_ca.is_none() {
+            cmd.args(["--port", &port.to_string()]);
+        }
+        let child = cmd
+            .args(["--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -41,6 +103,7 @@ impl RedisServer {
         let mut server = RedisServer {
             child: Some(child),
             port,
+            tls_ca,
         };
         let deadline = Instant::now() + READY_TIMEOUT;
         while !server.ping() {
@@ -54,6 +117,19 @@ impl RedisServer {
             std::thread::sleep(Duration::from_millis(20));
         }
         server
+    }
+
+    /// Runs `redis-cli` against this server (with TLS when it speaks TLS)
+    /// and returns its standard output, trimmed.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let mut cmd = Command::new("redis-cli");
+        cmd.args(["-h", "127.0.0.1", "-p", &self.port.to_string()]);
+        if let Some(ca) = &self.tls_ca {
+            cmd.arg("--tls").arg("--cacert").arg(ca);
+        }
+        let out = cmd.args(args).stdin(Stdio::null()).output();
+        out.map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default()
     }
 
     /// The loopback port it listens on.
@@ -73,7 +149,10 @@ impl RedisServer {
 
     /// Whether it answers `PING` with `PONG` within 500 ms.
     pub fn ping(&self) -> bool {
-        self.command("PING").as_deref() == Some("+PONG")
+        match self.tls_ca {
+            Some(_) => self.cli(&["PING"]) == "PONG",
+            None => self.command("PING").as_deref() == Some("+PONG"),
+        }
     }
 
     /// Sends one inline command (e.g. `DBSIZE`) and returns the first line of
@@ -126,5 +205,90 @@ impl Drop for RedisServer {
         // A stopped process must be continued to die promptly.
         self.signal("-CONT");
         self.kill();
+    }
+}
+
+/// A Redis Cluster on loopback: `masters` masters with one replica each,
+/// a short node timeout so a killed master fails over within seconds.
+pub struct RedisCluster {
+    /// Every node, masters and replicas.
+    pub nodes: Vec<RedisServer>,
+    _dir: tempfile::TempDir,
+}
+
+impl RedisCluster {
+    /// Starts `2 * masters` nodes and joins them (`redis-cli --cluster
+    /// create --cluster-replicas 1`); waits until the cluster is `ok`.
+    pub fn start(masters: usize) -> RedisCluster {
+        let dir = tempfile::tempdir().expect("cluster dir");
+        let nodes: Vec<RedisServer> = (0..2 * masters)
+            .map(|_| RedisServer::start_cluster_node(dir.path(), 1000))
+            .collect();
+        let addrs: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        let created = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addrs)
+            .args(["--cluster-replicas", "1", "--cluster-yes"])
+            .stdin(Stdio::null())
+            .output()
+            .expect("redis-cli --cluster create");
+        assert!(
+            created.status.success(),
+            "redis-cli --cluster create failed: {}",
+            String::from_utf8_lossy(&created.stdout)
+        );
+        let cluster = RedisCluster { nodes, _dir: dir };
+        cluster.wait_ok(Duration::from_secs(20));
+        cluster
+    }
+
+    /// `redis://127.0.0.1:<port>` of every node.
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes
+            .iter()
+            .filter(|n| n.child.is_some())
+            .map(RedisServer::url)
+            .collect()
+    }
+
+    /// Waits until every live node reports `cluster_state:ok` and sees
+    /// as many masters as slots need (panics after `within`).
+    pub fn wait_ok(&self, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            let ok = self
+                .nodes
+                .iter()
+                .filter(|n| n.child.is_some())
+                .all(|n| n.cli(&["CLUSTER", "INFO"]).contains("cluster_state:ok"));
+            if ok {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the Redis Cluster did not reach state ok within {within:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The live master nodes, by index into [`RedisCluster::nodes`].
+    pub fn masters(&self) -> Vec<usize> {
+        (0..self.nodes.len())
+            .filter(|&i| self.nodes[i].child.is_some())
+            .filter(|&i| self.nodes[i].cli(&["ROLE"]).starts_with("master"))
+            .collect()
+    }
+
+    /// Keys matching `pattern` on node `i` (a `SCAN` of that node only).
+    pub fn keys_on(&self, i: usize, pattern: &str) -> usize {
+        self.nodes[i]
+            .cli(&["--scan", "--pattern", pattern])
+            .lines()
+            .filter(|l| !l.is_empty())
+            .count()
     }
 }

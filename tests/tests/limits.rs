@@ -286,7 +286,11 @@ async fn a_declared_body_over_the_limit_is_413_before_the_upstream_and_routes_ov
     .await;
     let logged = gw.wait_access_log(2, Duration::from_secs(5), |v| v["status"] == 413);
     assert_eq!(logged.len(), 2, "413s are in the access log: {logged:?}");
-    assert_eq!(logged[1]["route"], "small");
+    // Workers write their own lines: the two may come in either order.
+    assert!(
+        logged.iter().any(|l| l["route"] == "small"),
+        "the route's 413 is logged under its name: {logged:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1189,3 +1189,143 @@ async fn direct_response_routes_carry_ratelimit_headers() {
     assert_eq!(s.status, 429);
     assert!(s.retry_after.is_some());
 }
+
+/// Waits until every gateway reaches the store (see [`wait_store_connected`]).
+async fn wait_all_connected(gws: &[(Gateway, u16)]) {
+    for (gw, port) in gws {
+        wait_store_connected(gw, *port).await;
+    }
+}
+
+/// Total allowed over `ports` in a 3 s hammer of tenant `tenant`, checked
+/// against 20/s x 3 s + burst 20 within 10 %.
+async fn shared_quota(ports: &[u16], tenant: &str, what: &str) {
+    let (tallies, elapsed) = hammer(
+        ports,
+        6,
+        Duration::from_secs(3),
+        &[("x-tenant", tenant)],
+        ("per-tenant", 20, 1),
+    )
+    .await;
+    let total_ok: u64 = tallies.iter().map(|t| t.ok).sum();
+    let want = 20.0 * 3.0 + 20.0;
+    let per: Vec<u64> = tallies.iter().map(|t| t.ok).collect();
+    eprintln!("{what}: allowed {per:?} = {total_ok} in {elapsed:?} (want {want} +-10%)");
+    for (i, t) in tallies.iter().enumerate() {
+        t.assert_clean(&format!("{what}: gateway {}", i + 1));
+    }
+    assert!(
+        within(total_ok, want, 10.0),
+        "{what}: expected the gateways together to allow {want} (+-10%, one quota), got {total_ok} {per:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_redis_cluster_holds_one_fleet_quota_for_three_gateways_across_a_failover() {
+    let _serial = SERIAL.lock().await;
+    let cluster = gateway_tests::RedisCluster::start(3);
+    let urls = cluster.urls();
+    let seeds = urls[1..]
+        .iter()
+        .map(|u| format!("\"{u}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let store = format!(
+        "{{redis: \"{}\", cluster: true, cluster_seeds: [{seeds}], timeout: {}ms}}",
+        urls[0],
+        STORE_TIMEOUT.as_millis()
+    );
+    let app = Upstream::named("app");
+    let route = fleet_route("20/s", 20, "deny");
+    let gws: Vec<(Gateway, u16)> = (0..3).map(|_| start(&app, &route, Some(&store))).collect();
+    wait_all_connected(&gws).await;
+    let ports: Vec<u16> = gws.iter().map(|(_, p)| *p).collect();
+    shared_quota(&ports, "acme", "cluster").await;
+
+    // Kill the master holding the bucket; its replica takes over.
+    let pattern = "gateway:rl:per-tenant:*";
+    let holder = cluster
+        .masters()
+        .into_iter()
+        .find(|&i| cluster.keys_on(i, pattern) > 0)
+        .expect("a master holds the tenant's bucket");
+    let errors_before: u64 = {
+        let mut n = 0;
+        for (gw, _) in &gws {
+            n += store_errors(gw).await;
+        }
+        n
+    };
+    let mut cluster = cluster;
+    cluster.nodes[holder].kill();
+    // During the failover: every request answered within the store
+    // timeout plus the allowance (on_store_error: deny decides).
+    let (slack, why) = latency_slack();
+    let bound = STORE_TIMEOUT + ALLOWANCE + slack;
+    let client = http_client();
+    let mut slowest = Duration::ZERO;
+    let failover_start = Instant::now();
+    while failover_start.elapsed() < Duration::from_secs(4) {
+        let t = Instant::now();
+        let s = get(&client, ports[0], "/", &[("x-tenant", "during")]).await;
+        assert!(
+            s.status == 200 || s.status == 429,
+            "during the failover: {s:?}"
+        );
+        slowest = slowest.max(t.elapsed());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eprintln!("failover: slowest request {slowest:?} (bound {bound:?}, {why})");
+    assert!(
+        slowest <= bound,
+        "a request waited {slowest:?} during the failover; bound {bound:?} ({why})"
+    );
+    let mut errors_after = 0;
+    for (gw, _) in &gws {
+        errors_after += store_errors(gw).await;
+    }
+    assert!(
+        errors_after > errors_before,
+        "store errors counted during the failover"
+    );
+    cluster.wait_ok(Duration::from_secs(20));
+    wait_all_connected(&gws).await;
+    shared_quota(&ports, "after-failover", "cluster after failover").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_rule_works_over_rediss_with_a_ca() {
+    let _serial = SERIAL.lock().await;
+    let ca = gateway_tests::TestCa::new("redis-ca");
+    let dir = tempfile::tempdir().expect("dir");
+    let redis = RedisServer::start_tls(&ca, dir.path());
+    let app = Upstream::named("app");
+    let store = format!(
+        "{{redis: \"rediss://127.0.0.1:{}\", ca: redis-ca.pem, timeout: 200ms}}",
+        redis.port()
+    );
+    let b = config(
+        Gateway::builder().file("redis-ca.pem", &ca.cert_pem()),
+        &app,
+        &fleet_route("1/m", 5, "deny"),
+        Some(&store),
+    );
+    let gw = b.start();
+    let port = gw.port();
+    wait_store_connected(&gw, port).await;
+    let errors = store_errors(&gw).await;
+    let client = http_client();
+    let mut codes = Vec::new();
+    for _ in 0..7 {
+        codes.push(get(&client, port, "/", &[("x-tenant", "tls")]).await.status);
+    }
+    assert_eq!(
+        codes,
+        [200, 200, 200, 200, 200, 429, 429],
+        "the quota is kept in the TLS Redis"
+    );
+    assert_eq!(store_errors(&gw).await, errors, "no store error over TLS");
+    let keys: u64 = redis.cli(&["DBSIZE"]).parse().unwrap_or(0);
+    assert!(keys >= 1, "buckets in the TLS Redis: DBSIZE {keys}");
+}

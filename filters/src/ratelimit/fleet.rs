@@ -9,13 +9,23 @@
 //! The connection is a multiplexed one, owned by a small background thread
 //! (`ratelimit-redis`, its own Tokio runtime) that connects, reconnects with
 //! backoff and preloads the script, never on the request path. While it is
-//! down, calls fail at once (no waiting) and `on_store_error` decides.
+//! down, calls fail at once (no waiting) and `on_store_error` decides. A
+//! request takes the connection from an `ArcSwapOption`: no lock.
+//!
+//! With `cluster: true` the connection is a Redis Cluster one, which sends
+//! each key to the master of its slot and follows failovers itself. Each
+//! bucket is one key, and in a cluster each call carries one bucket (a
+//! route's fleet rules are checked one after another, each atomically), so
+//! no call spans two slots; a route's buckets are not forced onto one slot,
+//! which would put a busy route's whole load on one master.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
-use redis::aio::MultiplexedConnection;
+use arc_swap::ArcSwapOption;
+use redis::aio::{ConnectionLike, MultiplexedConnection};
+use redis::cluster_async::ClusterConnection;
 use redis::AsyncConnectionConfig;
 use tokio::sync::Notify;
 use tokio::time::timeout;
@@ -95,35 +105,79 @@ pub(crate) struct FleetReply {
     pub(crate) reset: Duration,
 }
 
+/// A connection to the store.
+#[derive(Clone)]
+enum Conn {
+    /// One Redis.
+    Single(MultiplexedConnection),
+    /// A Redis Cluster (routes by slot, follows the topology).
+    Cluster(ClusterConnection),
+}
+
+/// What connections are made with.
+enum Client {
+    Single(redis::Client),
+    Cluster(redis::cluster::ClusterClient),
+}
+
+/// The current connection and its generation.
 struct Slot {
     generation: u64,
-    conn: Option<MultiplexedConnection>,
+    conn: Conn,
 }
 
 struct Shared {
     config: StoreConfig,
-    client: redis::Client,
+    client: Client,
     script: redis::Script,
-    slot: Mutex<Slot>,
+    slot: ArcSwapOption<Slot>,
+    generations: AtomicU64,
     wake: Notify,
     errors: AtomicU64,
     timeouts_in_a_row: AtomicU32,
 }
 
 impl Shared {
-    fn slot(&self) -> MutexGuard<'_, Slot> {
-        self.slot.lock().unwrap_or_else(PoisonError::into_inner)
-    }
     /// Drops the connection of `generation` (if still current) and asks the
     /// background thread for a new one.
     fn reconnect(&self, generation: u64) {
-        let mut slot = self.slot();
-        if slot.generation == generation {
-            slot.conn = None;
+        let current = self.slot.load();
+        if current.as_ref().is_some_and(|s| s.generation == generation) {
+            // Lost only to a newer connection, which is then kept.
+            let _ = self.slot.compare_and_swap(&*current, None);
         }
-        drop(slot);
         self.wake.notify_one();
     }
+}
+
+/// The clients of `config`; `ca` is the PEM CA bundle for `rediss://`.
+fn client(config: &StoreConfig, ca: Option<&[u8]>) -> Result<Client, String> {
+    let certs = || redis::TlsCertificates {
+        client_tls: None,
+        root_cert: ca.map(<[u8]>::to_vec),
+    };
+    if config.cluster {
+        let mut b = redis::cluster::ClusterClientBuilder::new(config.nodes().collect::<Vec<_>>())
+            .connection_timeout(config.connect_timeout())
+            .response_timeout(config.timeout())
+            // The request's own timeout bounds the call; retries inside it
+            // ride out a failover's MOVED and TRYAGAIN answers.
+            .retries(2);
+        if ca.is_some() {
+            b = b.certs(certs());
+        }
+        return b
+            .build()
+            .map(Client::Cluster)
+            .map_err(|e| format!("rate_limit_store: {e}"));
+    }
+    let single = match ca {
+        Some(_) => redis::Client::build_with_tls(config.redis.as_str(), certs()),
+        None => redis::Client::open(config.redis.as_str()),
+    };
+    single
+        .map(Client::Single)
+        .map_err(|e| format!("rate_limit_store.redis: invalid URL: {e}"))
 }
 
 /// Stops the background thread when the last handle goes.
@@ -157,20 +211,23 @@ impl RedisStore {
     /// Validates the config and starts connecting in the background. Does
     /// not wait for Redis and needs no Tokio runtime.
     pub fn new(config: &StoreConfig) -> Result<Self, Vec<String>> {
+        Self::with_ca(config, None)
+    }
+
+    /// As [`new`](Self::new), trusting the PEM CA bundle `ca` (the file
+    /// `config.ca` names, read by the caller) for `rediss://`.
+    pub fn with_ca(config: &StoreConfig, ca: Option<&[u8]>) -> Result<Self, Vec<String>> {
         let errors = config.validate();
         if !errors.is_empty() {
             return Err(errors);
         }
-        let client = redis::Client::open(config.redis.as_str())
-            .map_err(|e| vec![format!("rate_limit_store.redis: invalid URL: {e}")])?;
+        let client = client(config, ca).map_err(|e| vec![e])?;
         let shared = Arc::new(Shared {
             config: config.clone(),
             client,
             script: redis::Script::new(GCRA_LUA),
-            slot: Mutex::new(Slot {
-                generation: 0,
-                conn: None,
-            }),
+            slot: ArcSwapOption::empty(),
+            generations: AtomicU64::new(0),
             wake: Notify::new(),
             errors: AtomicU64::new(0),
             timeouts_in_a_row: AtomicU32::new(0),
@@ -217,7 +274,7 @@ impl RedisStore {
 
     /// Whether a connection is currently up.
     pub fn is_connected(&self) -> bool {
-        self.shared.slot().conn.is_some()
+        self.shared.slot.load().is_some()
     }
 
     /// Waits up to `within` for the connection (startup, tests).
@@ -247,23 +304,27 @@ impl RedisStore {
 
     async fn try_run(&self, calls: &[FleetCall]) -> Result<Vec<FleetReply>, StoreError> {
         let sh = &self.shared;
-        let (generation, conn) = {
-            let slot = sh.slot();
-            (slot.generation, slot.conn.clone())
-        };
-        let Some(mut conn) = conn else {
+        let Some(slot) = sh.slot.load_full() else {
             sh.wake.notify_one();
             return Err(StoreError::NotConnected);
         };
-        let mut inv = sh.script.prepare_invoke();
-        for c in calls {
-            inv.key(c.key.as_str());
-        }
-        for c in calls {
-            inv.arg(c.interval_us).arg(c.burst);
-        }
+        let generation = slot.generation;
         let limit = sh.config.timeout();
-        match timeout(limit, inv.invoke_async::<Vec<i64>>(&mut conn)).await {
+        let answer = match &slot.conn {
+            Conn::Single(c) => timeout(limit, gcra(&sh.script, calls, &mut c.clone())).await,
+            Conn::Cluster(c) => {
+                timeout(limit, async {
+                    let mut all = Vec::with_capacity(3 * calls.len());
+                    for call in calls {
+                        let one = std::slice::from_ref(call);
+                        all.extend(gcra(&sh.script, one, &mut c.clone()).await?);
+                    }
+                    Ok(all)
+                })
+                .await
+            }
+        };
+        match answer {
             Ok(Ok(v)) => {
                 sh.timeouts_in_a_row.store(0, Ordering::Relaxed);
                 parse_replies(&v, calls.len()).ok_or(StoreError::BadReply)
@@ -291,6 +352,22 @@ impl RedisStore {
     }
 }
 
+/// One GCRA script call for `calls` on `conn`.
+async fn gcra<C: ConnectionLike>(
+    script: &redis::Script,
+    calls: &[FleetCall],
+    conn: &mut C,
+) -> redis::RedisResult<Vec<i64>> {
+    let mut inv = script.prepare_invoke();
+    for c in calls {
+        inv.key(c.key.as_str());
+    }
+    for c in calls {
+        inv.arg(c.interval_us).arg(c.burst);
+    }
+    inv.invoke_async::<Vec<i64>>(conn).await
+}
+
 fn parse_replies(v: &[i64], n: usize) -> Option<Vec<FleetReply>> {
     if v.len() != 3 * n {
         return None;
@@ -313,20 +390,32 @@ async fn connection_loop(sh: Arc<Shared>) {
     let cfg =
         AsyncConnectionConfig::new().set_connection_timeout(Some(sh.config.connect_timeout()));
     loop {
-        if sh.slot().conn.is_some() {
+        if sh.slot.load().is_some() {
             sh.wake.notified().await;
             continue;
         }
-        let connect = sh.client.get_multiplexed_async_connection_with_config(&cfg);
+        let connect = async {
+            match &sh.client {
+                Client::Single(c) => c
+                    .get_multiplexed_async_connection_with_config(&cfg)
+                    .await
+                    .map(Conn::Single),
+                Client::Cluster(c) => c.get_async_connection().await.map(Conn::Cluster),
+            }
+        };
         match timeout(sh.config.connect_timeout(), connect).await {
             Ok(Ok(mut conn)) => {
                 // Preload so requests start with a plain EVALSHA; a failure
                 // here is harmless (invoke falls back to EVAL + load).
-                let _ = timeout(sh.config.connect_timeout(), sh.script.load_async(&mut conn)).await;
-                let mut slot = sh.slot();
-                slot.generation += 1;
-                slot.conn = Some(conn);
-                drop(slot);
+                let preload = async {
+                    match &mut conn {
+                        Conn::Single(c) => sh.script.load_async(c).await,
+                        Conn::Cluster(c) => sh.script.load_async(c).await,
+                    }
+                };
+                let _ = timeout(sh.config.connect_timeout(), preload).await;
+                let generation = sh.generations.fetch_add(1, Ordering::Relaxed) + 1;
+                sh.slot.store(Some(Arc::new(Slot { generation, conn })));
                 sh.timeouts_in_a_row.store(0, Ordering::Relaxed);
                 backoff = BACKOFF_MIN;
             }

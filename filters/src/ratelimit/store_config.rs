@@ -17,9 +17,22 @@ use super::config::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_KEY_PREFIX, DEFAULT_STORE_T
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StoreConfig {
-    /// Redis URL: `redis://[user:password@]host:port[/db]`. A single Redis
-    /// (or a primary); Redis Cluster is not supported.
+    /// Redis URL: `redis://[user:password@]host:port[/db]`, or `rediss://`
+    /// for TLS. A single Redis (or a primary), or with `cluster: true` a
+    /// seed node of a Redis Cluster.
     pub redis: String,
+    /// `redis` (and `cluster_seeds`) are nodes of a Redis Cluster: each
+    /// bucket is sent to the master of its key's slot, and the topology
+    /// (failovers, resharding) is followed by the client. Default false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cluster: bool,
+    /// More seed nodes of the cluster, tried when `redis` is down at connect.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cluster_seeds: Vec<String>,
+    /// PEM CA bundle that signs the Redis server certificates (`rediss://`);
+    /// default: the system's roots. Relative to the config file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<String>,
     /// Longest time a request waits for Redis (default `50ms`). When it
     /// passes, the rule's `on_store_error` decides. Also accepted as
     /// `store_timeout`.
@@ -45,6 +58,9 @@ impl StoreConfig {
     pub fn new(url: impl Into<String>) -> Self {
         StoreConfig {
             redis: url.into(),
+            cluster: false,
+            cluster_seeds: Vec::new(),
+            ca: None,
             timeout: None,
             connect_timeout: None,
             key_prefix: None,
@@ -59,6 +75,10 @@ impl StoreConfig {
         self.connect_timeout
             .map_or(DEFAULT_CONNECT_TIMEOUT, |d| d.0)
     }
+    /// Every node URL: `redis`, then the cluster seeds.
+    pub fn nodes(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.redis.as_str()).chain(self.cluster_seeds.iter().map(String::as_str))
+    }
     /// The key prefix, defaulted.
     pub fn key_prefix(&self) -> &str {
         self.key_prefix.as_deref().unwrap_or(DEFAULT_KEY_PREFIX)
@@ -68,6 +88,19 @@ impl StoreConfig {
         let mut errors = Vec::new();
         if let Err(e) = redis::Client::open(self.redis.as_str()) {
             errors.push(format!("rate_limit_store.redis: invalid URL: {e}"));
+        }
+        for (i, seed) in self.cluster_seeds.iter().enumerate() {
+            if let Err(e) = redis::Client::open(seed.as_str()) {
+                errors.push(format!(
+                    "rate_limit_store.cluster_seeds[{i}]: invalid URL: {e}"
+                ));
+            }
+        }
+        if !self.cluster_seeds.is_empty() && !self.cluster {
+            errors.push("rate_limit_store.cluster_seeds needs `cluster: true`".into());
+        }
+        if self.ca.is_some() && !self.nodes().all(|n| n.starts_with("rediss://")) {
+            errors.push("rate_limit_store.ca is for TLS: use rediss:// URLs".into());
         }
         if self.timeout().is_zero() {
             errors.push("rate_limit_store.timeout must be greater than zero".into());

@@ -69,9 +69,9 @@ pub struct RequestCtx {
     /// The route's upgrade protocol this request asks for (an index into
     /// its `UpgradePolicy`).
     pub upgrade: Option<u8>,
-    /// The allowed CORS origin of an actual cross-origin request, echoed
-    /// in its response.
-    pub cors_origin: Option<http::HeaderValue>,
+    /// An actual cross-origin request from an allowed origin: its response
+    /// echoes the request's `Origin` (read again there, not kept here).
+    pub cors: bool,
 }
 
 impl RequestCtx {
@@ -105,7 +105,7 @@ impl RequestCtx {
             identity: None,
             peer: None,
             upgrade: None,
-            cors_origin: None,
+            cors: false,
         }
     }
 

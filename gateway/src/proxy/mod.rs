@@ -175,9 +175,9 @@ impl ProxyHttp for GatewayProxy {
                     respond::write(session, ctx, 200, Bytes::new(), &fields).await?;
                     return Ok(true);
                 }
-                filters::cors::Seen::Actual(origin) => {
+                filters::cors::Seen::Actual(_) => {
                     cors.actual.inc();
-                    ctx.cors_origin = Some(origin.clone());
+                    ctx.cors = true;
                 }
             }
         }
@@ -353,7 +353,7 @@ impl ProxyHttp for GatewayProxy {
 
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         resp: &mut ResponseHeader,
         ctx: &mut Self::CTX,
     ) -> pingora::Result<()> {
@@ -364,7 +364,7 @@ impl ProxyHttp for GatewayProxy {
         if let Some(h) = &ctx.ratelimit_headers {
             h.apply(&mut Headers(resp));
         }
-        respond::add_cors(ctx, resp);
+        respond::add_cors(session.req_header(), ctx, resp);
         resp.insert_header(REQUEST_ID, ctx.request_id.header())?;
         Ok(())
     }

@@ -4,7 +4,7 @@
 
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
-use pingora::http::ResponseHeader;
+use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::proxy::{FailToProxy, Session};
 use pingora::{Error, ErrorSource, ErrorType};
 
@@ -47,7 +47,7 @@ pub async fn write(
     if let Some(r) = ctx.route() {
         r.response_headers.apply(&mut Headers(&mut resp));
     }
-    add_cors(ctx, &mut resp);
+    add_cors(session.req_header(), ctx, &mut resp);
     let empty = body.is_empty();
     session.write_response_header(Box::new(resp), empty).await?;
     if !empty {
@@ -58,10 +58,12 @@ pub async fn write(
 
 /// The CORS fields of an actual cross-origin request from an allowed
 /// origin, on its response (proxied or the gateway's own).
-pub fn add_cors(ctx: &RequestCtx, resp: &mut ResponseHeader) {
-    if let (Some(origin), Some(cors)) =
-        (&ctx.cors_origin, ctx.route().and_then(|r| r.cors.as_ref()))
-    {
+pub fn add_cors(req: &RequestHeader, ctx: &RequestCtx, resp: &mut ResponseHeader) {
+    if !ctx.cors {
+        return;
+    }
+    let origin = req.headers.get(http::header::ORIGIN);
+    if let (Some(origin), Some(cors)) = (origin, ctx.route().and_then(|r| r.cors.as_ref())) {
         cors.policy.add_response_fields(origin, &mut Headers(resp));
     }
 }

@@ -594,7 +594,21 @@ impl Compiler<'_> {
         {
             return Some(prev.clone());
         }
-        match filters::ratelimit::RedisStore::new(store_cfg) {
+        let ca = match &store_cfg.ca {
+            None => None,
+            Some(path) => match std::fs::read(self.src.resolve_top(path)) {
+                Ok(pem) => Some(pem),
+                Err(e) => {
+                    let why = format!("cannot read `{path}`: {e}");
+                    let d = self.src.top("rate_limit_store.ca", why);
+                    self.errors.push(d);
+                    return None;
+                }
+            },
+        };
+        // rustls (for rediss://) needs the process's crypto provider.
+        pingora::tls::install_default_crypto_provider();
+        match filters::ratelimit::RedisStore::with_ca(store_cfg, ca.as_deref()) {
             Ok(s) => Some(Arc::new(s)),
             Err(errs) => {
                 for e in errs {
