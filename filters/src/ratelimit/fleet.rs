@@ -117,7 +117,7 @@ enum Conn {
 /// What connections are made with.
 enum Client {
     Single(redis::Client),
-    Cluster(redis::cluster::ClusterClient),
+    Cluster(Box<redis::cluster::ClusterClient>),
 }
 
 /// The current connection and its generation.
@@ -168,7 +168,7 @@ fn client(config: &StoreConfig, ca: Option<&[u8]>) -> Result<Client, String> {
         }
         return b
             .build()
-            .map(Client::Cluster)
+            .map(|c| Client::Cluster(Box::new(c)))
             .map_err(|e| format!("rate_limit_store: {e}"));
     }
     let single = match ca {
