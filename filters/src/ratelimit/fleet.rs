@@ -116,7 +116,7 @@ enum Conn {
 
 /// What connections are made with.
 enum Client {
-    Single(redis::Client),
+    Single(Box<redis::Client>),
     Cluster(Box<redis::cluster::ClusterClient>),
 }
 
@@ -176,7 +176,7 @@ fn client(config: &StoreConfig, ca: Option<&[u8]>) -> Result<Client, String> {
         None => redis::Client::open(config.redis.as_str()),
     };
     single
-        .map(Client::Single)
+        .map(|c| Client::Single(Box::new(c)))
         .map_err(|e| format!("rate_limit_store.redis: invalid URL: {e}"))
 }
 
