@@ -27,6 +27,7 @@ pub struct GatewayBuilder {
     port: u16,
     listener_name: Option<String>,
     listener_extra: String,
+    listen_any: bool,
     dir: Option<std::sync::Arc<tempfile::TempDir>>,
     top: String,
     clusters: String,
@@ -54,6 +55,14 @@ impl GatewayBuilder {
     /// The port of the `public` listener.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The `public` listener binds every address (`0.0.0.0`), not only
+    /// loopback: for a gateway in a network namespace a test made
+    /// ([`crate::netns`]), reached from the others.
+    pub fn listen_any(mut self) -> Self {
+        self.listen_any = true;
+        self
     }
 
     /// Extra keys of the `public` listener's flow mapping (e.g.
@@ -179,9 +188,10 @@ impl GatewayBuilder {
             return whole.clone();
         }
         let mut y = format!(
-            "admin: {{listen: \"127.0.0.1:{}\"}}\nlisteners:\n  - {{name: {}, listen: \"127.0.0.1:{}\"{}}}\n{}",
+            "admin: {{listen: \"127.0.0.1:{}\"}}\nlisteners:\n  - {{name: {}, listen: \"{}:{}\"{}}}\n{}",
             self.admin,
             self.listener_name.as_deref().unwrap_or("public"),
+            if self.listen_any { "0.0.0.0" } else { "127.0.0.1" },
             self.port,
             self.listener_extra,
             self.top

@@ -53,6 +53,7 @@ mod client;
 mod fixture;
 mod gateway;
 pub mod jwt;
+pub mod netns;
 pub mod otlp;
 mod prom;
 mod prom_families;

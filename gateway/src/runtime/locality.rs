@@ -99,10 +99,14 @@ pub fn priority_loads(
         health[2] = 0.0;
     }
     let normalized = health.iter().sum::<f64>().min(1.0);
-    if normalized <= 0.0 || normalized * 100.0 < policy.panic_threshold {
+    // A threshold of 0 turns panic mode off (Envoy's): with no healthy
+    // endpoint left the cluster has none to offer (503), not all of them.
+    let panic = policy.panic_threshold > 0.0
+        && (normalized <= 0.0 || normalized * 100.0 < policy.panic_threshold);
+    if panic || normalized <= 0.0 {
         return Loads {
             share: [0.0; PRIORITIES],
-            panic: true,
+            panic,
         };
     }
     let mut share = [0.0; PRIORITIES];
@@ -178,6 +182,14 @@ mod tests {
             priority_loads([0.0, 0.0, 2.0], [2.0, 2.0, 2.0], &policy()).share,
             [0.0, 0.0, 1.0]
         );
+    }
+
+    #[test]
+    fn a_zero_panic_threshold_never_panics() {
+        let mut p = policy();
+        p.panic_threshold = 0.0;
+        let l = priority_loads([0.0, 0.0, 0.0], [1.0, 1.0, 1.0], &p);
+        assert!(!l.panic && l.share == [0.0; PRIORITIES], "{l:?}");
     }
 
     #[test]

@@ -67,7 +67,8 @@ pub struct LocalityPolicy {
     #[serde(default = "default_overprovisioning")]
     pub overprovisioning_factor: f64,
     /// Below this percentage of healthy capacity, health is ignored and
-    /// every endpoint is used (Envoy's panic threshold).
+    /// every endpoint is used (Envoy's panic threshold). 0 turns panic mode
+    /// off: with no healthy endpoint the cluster answers 503.
     #[serde(default = "default_panic_threshold")]
     pub panic_threshold: f64,
 }
