@@ -51,6 +51,9 @@ pub struct Metrics {
     /// `gateway_cors_total{route,result}`: CORS requests from allowed
     /// origins (preflight, actual).
     pub cors: IntCounterVec,
+    /// `gateway_compressed_responses_total{route,algorithm}`: responses
+    /// compressed by the gateway.
+    pub compressed_responses: IntCounterVec,
     /// `gateway_cross_zone_bytes_total{cluster}`: body bytes to and from
     /// endpoints outside the gateway's zone.
     pub cross_zone_bytes: IntCounterVec,
@@ -212,6 +215,14 @@ impl Metrics {
             &["route", "result"],
         )
         .expect("static metric definition");
+        let compressed_responses = IntCounterVec::new(
+            Opts::new(
+                "gateway_compressed_responses_total",
+                "Responses compressed by the gateway, by route and algorithm (gzip, br, zstd).",
+            ),
+            &["route", "algorithm"],
+        )
+        .expect("static metric definition");
         let cross_zone_bytes = IntCounterVec::new(
             Opts::new(
                 "gateway_cross_zone_bytes_total",
@@ -362,6 +373,7 @@ impl Metrics {
             Box::new(upgraded_bytes.clone()),
             Box::new(faults.clone()),
             Box::new(cors.clone()),
+            Box::new(compressed_responses.clone()),
             Box::new(cross_zone_bytes.clone()),
             Box::new(ratelimit_decisions.clone()),
             Box::new(mirror_requests.clone()),
@@ -400,6 +412,7 @@ impl Metrics {
             upgraded_bytes,
             faults,
             cors,
+            compressed_responses,
             cross_zone_bytes,
             ratelimit_decisions,
             mirror_requests,

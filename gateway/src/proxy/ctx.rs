@@ -69,6 +69,8 @@ pub struct RequestCtx {
     /// The allowed CORS origin of an actual cross-origin request, echoed
     /// in its response.
     pub cors_origin: Option<http::HeaderValue>,
+    /// The response coding negotiated on a compressing route.
+    pub compression: Option<super::compression::Negotiated>,
 }
 
 impl RequestCtx {
@@ -102,6 +104,7 @@ impl RequestCtx {
             peer: None,
             upgrade: None,
             cors_origin: None,
+            compression: None,
         }
     }
 

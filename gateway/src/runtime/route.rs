@@ -364,6 +364,8 @@ pub struct Route {
     pub metrics: crate::metrics::handles::RouteMetrics,
     /// Largest request body on this route (overrides the listener's).
     pub max_request_body_bytes: Option<u64>,
+    /// Response compression.
+    pub compression: Option<crate::proxy::compression::CompressionPolicy>,
 }
 
 /// The ordered route table.

@@ -8,11 +8,13 @@ use serde::{Deserialize, Serialize};
 pub use super::units::Duration;
 
 mod cluster;
+mod compression;
 mod identity;
 mod route;
 mod telemetry;
 
 pub use cluster::*;
+pub use compression::*;
 pub use identity::*;
 pub use route::*;
 pub use telemetry::*;

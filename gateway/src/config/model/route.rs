@@ -71,6 +71,9 @@ pub struct Route {
     /// grows past it. 0 refuses every body.
     #[serde(default)]
     pub max_request_body_bytes: Option<u64>,
+    /// Response compression (gzip, br, zstd) for clients that accept it.
+    #[serde(default)]
+    pub compression: Option<Compression>,
 }
 
 /// Fault injection for a share of a route's requests (Istio's `fault`), to

@@ -351,6 +351,15 @@ impl Compiler<'_> {
                     .ok()
             });
             let fault = self.fault(i, r);
+            let compression = r.compression.as_ref().and_then(|c| {
+                crate::proxy::compression::CompressionPolicy::compile(&r.name, c)
+                    .map_err(|errs| {
+                        for (field, why) in errs {
+                            self.err(Section::Routes, i, &format!("compression.{field}"), why);
+                        }
+                    })
+                    .ok()
+            });
             let mut prefix_rewrite = None;
             let mut host_rewrite = None;
             if let Some(rw) = &r.rewrite {
@@ -485,6 +494,7 @@ impl Compiler<'_> {
                 cors,
                 fault,
                 max_request_body_bytes: r.max_request_body_bytes,
+                compression,
             });
         }
         out
