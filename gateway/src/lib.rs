@@ -7,6 +7,7 @@ pub mod admin;
 mod alloc;
 pub mod config;
 pub mod egress;
+pub mod ext_authz;
 pub mod hop_by_hop;
 pub mod identity;
 pub mod lean;

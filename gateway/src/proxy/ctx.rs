@@ -71,6 +71,8 @@ pub struct RequestCtx {
     pub cors_origin: Option<http::HeaderValue>,
     /// The response coding negotiated on a compressing route.
     pub compression: Option<super::compression::Negotiated>,
+    /// Headers an external authorization service set for the upstream.
+    pub ext_authz_headers: Vec<(http::HeaderName, http::HeaderValue)>,
 }
 
 impl RequestCtx {
@@ -105,6 +107,7 @@ impl RequestCtx {
             upgrade: None,
             cors_origin: None,
             compression: None,
+            ext_authz_headers: Vec::new(),
         }
     }
 

@@ -12,7 +12,9 @@
 //!   normalisation, forwarding headers, route rewrites, the response's
 //!   hop-by-hop fields, the timeouts of one try.
 //! - `identity.rs`, `ratelimit.rs`: the route's authentication and
-//!   authorization, and its rate limits (`request_filter`).
+//!   authorization, and its rate limits (`request_filter`); between them
+//!   the route's external authorization ([`crate::ext_authz`]), once the
+//!   caller is known and before it takes any quota.
 //! - `mirror.rs`: starting the route's mirror copies ([`crate::mirror`]).
 //! - `upstream.rs`: the cluster of a proxied route, then each try: the
 //!   endpoint, and how the try went (health, breaker, metrics, spans).
@@ -201,6 +203,11 @@ impl ProxyHttp for GatewayProxy {
         if identity::enforce(session, ctx, route).await? {
             return Ok(true);
         }
+        if let Some(a) = &route.ext_authz {
+            if crate::ext_authz::enforce(session, ctx, a).await? {
+                return Ok(true);
+            }
+        }
         if let Some(limits) = &route.rate_limits {
             let store = runtime.rate_limit_store.as_deref();
             if ratelimit::enforce(session, ctx, route, limits, store).await? {
@@ -331,6 +338,10 @@ impl ProxyHttp for GatewayProxy {
             self.https,
             ctx.original_host.as_ref(),
         );
+        // Before the identity headers: those are the gateway's to set.
+        if !ctx.ext_authz_headers.is_empty() {
+            crate::ext_authz::pass_on(ctx, upstream)?;
+        }
         identity::pass_on(ctx, route, upstream)?;
         if !route.request_headers.is_empty() {
             route.request_headers.apply(&mut Headers(upstream));

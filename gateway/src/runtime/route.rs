@@ -366,6 +366,8 @@ pub struct Route {
     pub max_request_body_bytes: Option<u64>,
     /// Response compression.
     pub compression: Option<crate::proxy::compression::CompressionPolicy>,
+    /// External authorization.
+    pub ext_authz: Option<crate::ext_authz::ExtAuthzPolicy>,
 }
 
 /// The ordered route table.

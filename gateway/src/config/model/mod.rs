@@ -9,12 +9,14 @@ pub use super::units::Duration;
 
 mod cluster;
 mod compression;
+mod ext_authz;
 mod identity;
 mod route;
 mod telemetry;
 
 pub use cluster::*;
 pub use compression::*;
+pub use ext_authz::*;
 pub use identity::*;
 pub use route::*;
 pub use telemetry::*;

@@ -74,6 +74,9 @@ pub struct Route {
     /// Response compression (gzip, br, zstd) for clients that accept it.
     #[serde(default)]
     pub compression: Option<Compression>,
+    /// External authorization: a service decides about each request.
+    #[serde(default)]
+    pub ext_authz: Option<ExtAuthz>,
 }
 
 /// Fault injection for a share of a route's requests (Istio's `fault`), to
