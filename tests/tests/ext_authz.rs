@@ -203,3 +203,48 @@ async fn answers_are_cached_per_request_and_credentials() {
     .eventually_eq(2.0)
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_service_is_told_the_verified_caller_and_never_a_forged_one() {
+    use gateway_tests::jwt;
+    let key = jwt::SigningKey::es256("k1");
+    let iss = "https://issuer.b.example";
+    let auth = Upstream::start("authz", |_| Reply::status(200));
+    let app = Upstream::named("app");
+    let gw = Gateway::builder()
+        .file("jwks.json", &jwt::jwks_json(&[&key]))
+        .yaml(&format!(
+            "trust_domains:\n  - name: b.example\n    jwt_issuers:\n      - {{issuer: \"{iss}\", audiences: [edge], jwks_file: jwks.json}}"
+        ))
+        .cluster("authz", &[&auth], "")
+        .cluster("app", &[&app], "")
+        .route(
+            "{name: app, cluster: app, auth: {jwt: required}, \
+             ext_authz: {cluster: authz, headers_to_authz: [authorization]}}",
+        )
+        .start();
+    let token = key.sign(&jwt::claims(iss, "alice", "edge"));
+    let resp = http_client()
+        .get(gw.url("/x"))
+        .header("authorization", format!("Bearer {token}"))
+        .header("x-gateway-principal", "spiffe://evil/admin")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.status(), 200);
+    let check = &auth.requests()[0];
+    assert_eq!(
+        check.header_all("x-gateway-principal"),
+        [format!("{iss}#alice").as_str()]
+    );
+    assert_eq!(check.header("x-gateway-trust-domain"), Some("b.example"));
+    // Without a token the route's own authentication answers: the service
+    // is not asked.
+    let resp = http_client()
+        .get(gw.url("/x"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.status(), 401);
+    assert_eq!(auth.count(), 1);
+}
