@@ -27,9 +27,10 @@
 //!   refuse every `br` body. [`BrotliEnd`], a module that runs after it,
 //!   appends the one byte that ends a flushed stream.
 //!
-//! Where it is registered: the module costs a context (two allocations)
-//! per request and an async call per response header once registered, so
-//! it is registered, on both serving paths, only when some route of the
+//! Where it is registered: once registered, the two modules cost every
+//! request their contexts (a `Vec` and a box each) and a boxed
+//! (`async_trait`) future per module and response header, whatever the
+//! route, so they are registered, on both serving paths, only when some route of the
 //! starting config compresses ([`register`]). A reload that adds the first
 //! compressing route reports that it needs a restart ([`needs_restart`]).
 
