@@ -2,9 +2,9 @@
 //! authorization service over HTTP whether a request may go on (Envoy's
 //! `ext_authz` HTTP mode, Traefik's `forwardAuth`, NGINX's `auth_request`).
 //!
-//! The check request is the gateway's own HTTP/1 request to an endpoint of
+//! The check request is the gateway's own HTTP request to an endpoint of
 //! the service's cluster over Pingora's connector (pooled, the cluster's
-//! TLS), as mirror copies are sent: method, path and query after
+//! protocol and TLS), as mirror copies are sent: method, path and query after
 //! `path_prefix`, `Host`, the route's `headers_to_authz`, and the verified caller
 //! (`x-gateway-principal`, `x-gateway-trust-domain`), never a body (the
 //! `include_body_bytes` of Envoy is not implemented).
