@@ -248,3 +248,36 @@ async fn the_service_is_told_the_verified_caller_and_never_a_forged_one() {
     assert_eq!(resp.status(), 401);
     assert_eq!(auth.count(), 1);
 }
+
+#[test]
+fn bad_ext_authz_settings_are_refused_with_their_position() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let yaml = format!(
+        "admin: {{listen: \"127.0.0.1:{}\"}}\nlisteners:\n  - {{name: public, listen: \"127.0.0.1:{}\"}}\n\
+         clusters:\n  - {{name: app, endpoints: [{{address: \"127.0.0.1:9\"}}]}}\n\
+         routes:\n  - name: app\n    cluster: app\n    ext_authz:\n      cluster: nowhere\n\
+         \x20     headers_to_authz: [\"bad header\"]\n  - name: other\n    cluster: app\n    ext_authz:\n\
+         \x20     cluster: app\n      status_on_error: 700\n      headers_to_upstream: [x-gateway-principal]\n",
+        free_port(),
+        free_port(),
+    );
+    std::fs::write(dir.path().join("gateway.yaml"), &yaml).expect("write config");
+    let out = gateway_tests::run_gateway(
+        &["validate", "-c", "gateway.yaml"],
+        dir.path(),
+        Duration::from_secs(20),
+    );
+    assert_ne!(out.code(), Some(0), "{yaml}");
+    let all = format!("{}{}", out.stdout, out.stderr);
+    let line = |n: usize, what: &str| {
+        all.lines()
+            .any(|l| l.starts_with(&format!("gateway.yaml:{n}:")) && l.contains(what))
+    };
+    assert!(line(10, "unknown cluster `nowhere`"), "{all}\n{yaml}");
+    assert!(
+        line(11, "invalid header name `bad header`"),
+        "{all}\n{yaml}"
+    );
+    assert!(line(16, "700 is not a status"), "{all}\n{yaml}");
+    assert!(line(17, "set by the gateway"), "{all}\n{yaml}");
+}

@@ -91,11 +91,12 @@ pub struct ExtAuthzPolicy {
 impl ExtAuthzPolicy {
     /// Compiles `cfg` of route `route` against its resolved `cluster`, or
     /// the problems found, each with the field it is about (relative to
-    /// `ext_authz`).
+    /// `ext_authz`). Without a cluster (reported by the caller) the rest
+    /// is still checked, so that every problem is reported at once.
     pub fn compile(
         route: &str,
         cfg: &ExtAuthz,
-        cluster: Arc<Cluster>,
+        cluster: Option<Arc<Cluster>>,
     ) -> Result<Self, Vec<(String, String)>> {
         let mut errors = Vec::new();
         let mut names = |field: &str, list: &[String]| -> Vec<HeaderName> {
@@ -140,9 +141,9 @@ impl ExtAuthzPolicy {
                 format!("{} is not a status from 200 to 599", cfg.status_on_error),
             ));
         }
-        if !errors.is_empty() {
+        let Some(cluster) = cluster.filter(|_| errors.is_empty()) else {
             return Err(errors);
-        }
+        };
         let counter = |result| {
             crate::metrics::METRICS
                 .ext_authz

@@ -508,13 +508,11 @@ impl Compiler<'_> {
         clusters: &HashMap<String, Arc<Cluster>>,
     ) -> Option<crate::ext_authz::ExtAuthzPolicy> {
         let a = r.ext_authz.as_ref()?;
-        let Some(cluster) = clusters.get(&a.cluster).cloned() else {
-            if !self.src_has_cluster(&a.cluster) {
-                let why = format!("ext_authz refers to unknown cluster `{}`", a.cluster);
-                self.err(Section::Routes, i, "ext_authz.cluster", why);
-            }
-            return None;
-        };
+        let cluster = clusters.get(&a.cluster).cloned();
+        if cluster.is_none() && !self.src_has_cluster(&a.cluster) {
+            let why = format!("ext_authz refers to unknown cluster `{}`", a.cluster);
+            self.err(Section::Routes, i, "ext_authz.cluster", why);
+        }
         crate::ext_authz::ExtAuthzPolicy::compile(&r.name, a, cluster)
             .map_err(|errs| {
                 for (field, why) in errs {
