@@ -8,6 +8,7 @@ mod alloc;
 pub mod client_address;
 pub mod config;
 pub mod egress;
+pub mod ext_authz;
 pub mod hop_by_hop;
 pub mod identity;
 pub mod lean;

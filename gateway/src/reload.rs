@@ -186,6 +186,9 @@ fn restart_required(gateway: &Gateway, new: &Runtime) -> Vec<String> {
             out.push(format!("listener `{}` was removed (still serving)", b.name));
         }
     }
+    if crate::proxy::compression::needs_restart(new) {
+        out.push("routes[].compression is new since the start".into());
+    }
     if new.admin_addr != gateway.runtime.load().admin_addr {
         out.push(format!("admin listener moved to {}", new.admin_addr));
     }

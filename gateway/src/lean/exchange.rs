@@ -3,7 +3,8 @@
 //!
 //! The order follows `pingora-proxy`'s `process_request` and
 //! `proxy_to_h1_upstream` for what the gateway uses (no cache, no
-//! subrequests, no modules): `request_filter`; then per try
+//! subrequests; the downstream modules, compression, run inside
+//! `Session::write_response_*`): `request_filter`; then per try
 //! `upstream_peer`, connect (`fail_to_connect`), `connected_to_upstream`,
 //! `upstream_request_filter`, the body both ways (`request_body_filter`,
 //! `upstream_response_filter`, `response_filter`, `response_body_filter`),

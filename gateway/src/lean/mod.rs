@@ -37,7 +37,7 @@ use pingora::connectors::http::Connector;
 use pingora::modules::http::HttpModules;
 use pingora::protocols::l4::stream::Stream as L4Stream;
 use pingora::protocols::{Stream, ALPN};
-use pingora::proxy::{HttpProxy, Session};
+use pingora::proxy::{HttpProxy, ProxyHttp, Session};
 use pingora::server::ShutdownWatch;
 use tokio::io::AsyncReadExt;
 
@@ -68,17 +68,23 @@ impl LeanApp {
     /// on plaintext connections; heads are read under `gk`'s limits.
     pub fn new(
         hooks: GatewayProxy,
-        mut h2: HttpProxy<GatewayProxy>,
+        h2: HttpProxy<GatewayProxy>,
         connector: Connector,
         h2c: bool,
         gk: Arc<Gatekeeper>,
     ) -> Self {
-        h2.handle_init_modules();
+        // `h2` has its modules already (`pingora::proxy::http_proxy` adds
+        // them); adding them again would register each module twice,
+        // which Pingora refuses with a panic on the first request.
+        // The same modules as Pingora's service would have (compression
+        // when a route uses it); `Session::write_response_*` runs them.
+        let mut modules = HttpModules::new();
+        hooks.init_downstream_modules(&mut modules);
         LeanApp {
             hooks,
             h2: Arc::new(h2),
             connector,
-            modules: HttpModules::new(),
+            modules,
             h2c,
             gk,
         }

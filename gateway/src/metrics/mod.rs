@@ -55,6 +55,12 @@ pub struct Metrics {
     /// `gateway_cors_total{route,result}`: CORS requests from allowed
     /// origins (preflight, actual).
     pub cors: IntCounterVec,
+    /// `gateway_compressed_responses_total{route,algorithm}`: responses
+    /// compressed by the gateway.
+    pub compressed_responses: IntCounterVec,
+    /// `gateway_ext_authz_total{route,result}`: external authorization
+    /// checks (allowed, denied, error, cache_hit).
+    pub ext_authz: IntCounterVec,
     /// `gateway_cross_zone_bytes_total{cluster}`: body bytes to and from
     /// endpoints outside the gateway's zone.
     pub cross_zone_bytes: IntCounterVec,
@@ -224,6 +230,22 @@ impl Metrics {
             &["route", "result"],
         )
         .expect("static metric definition");
+        let compressed_responses = IntCounterVec::new(
+            Opts::new(
+                "gateway_compressed_responses_total",
+                "Responses compressed by the gateway, by route and algorithm (gzip, br, zstd).",
+            ),
+            &["route", "algorithm"],
+        )
+        .expect("static metric definition");
+        let ext_authz = IntCounterVec::new(
+            Opts::new(
+                "gateway_ext_authz_total",
+                "External authorization checks by route and result: allowed, denied, error (failed check), cache_hit.",
+            ),
+            &["route", "result"],
+        )
+        .expect("static metric definition");
         let cross_zone_bytes = IntCounterVec::new(
             Opts::new(
                 "gateway_cross_zone_bytes_total",
@@ -375,6 +397,8 @@ impl Metrics {
             Box::new(upgraded_bytes.clone()),
             Box::new(faults.clone()),
             Box::new(cors.clone()),
+            Box::new(compressed_responses.clone()),
+            Box::new(ext_authz.clone()),
             Box::new(cross_zone_bytes.clone()),
             Box::new(ratelimit_decisions.clone()),
             Box::new(mirror_requests.clone()),
@@ -414,6 +438,8 @@ impl Metrics {
             upgraded_bytes,
             faults,
             cors,
+            compressed_responses,
+            ext_authz,
             cross_zone_bytes,
             ratelimit_decisions,
             mirror_requests,

@@ -5,7 +5,7 @@ use std::sync::LazyLock;
 use pingora::connectors::http::Connector;
 
 /// Pingora's client, shared by every mirror copy.
-pub(super) static CONNECTOR: LazyLock<Connector> = LazyLock::new(|| Connector::new(None));
+pub(crate) static CONNECTOR: LazyLock<Connector> = LazyLock::new(|| Connector::new(None));
 
 /// Builds the shared client now (it loads the platform CA store), so the
 /// first mirrored request does not pay for it on a request thread.

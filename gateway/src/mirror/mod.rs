@@ -31,6 +31,8 @@ mod target;
 mod task;
 
 pub use connector::warm_up;
+/// Also the client of external authorization checks (one pool).
+pub(crate) use connector::CONNECTOR;
 pub use digest::BodyDigest;
 pub use handle::{start, MirrorHandle, PrimaryOutcome};
 pub use target::MirrorTarget;

@@ -72,6 +72,10 @@ pub struct RequestCtx {
     /// An actual cross-origin request from an allowed origin: its response
     /// echoes the request's `Origin` (read again there, not kept here).
     pub cors: bool,
+    /// The response coding negotiated on a compressing route.
+    pub compression: Option<super::compression::Negotiated>,
+    /// Headers an external authorization service set for the upstream.
+    pub ext_authz_headers: Vec<(http::HeaderName, http::HeaderValue)>,
 }
 
 impl RequestCtx {
@@ -106,6 +110,8 @@ impl RequestCtx {
             peer: None,
             upgrade: None,
             cors: false,
+            compression: None,
+            ext_authz_headers: Vec::new(),
         }
     }
 

@@ -12,17 +12,22 @@
 //!   normalisation, forwarding headers, route rewrites, the response's
 //!   hop-by-hop fields, the timeouts of one try.
 //! - `identity.rs`, `ratelimit.rs`: the route's authentication and
-//!   authorization, and its rate limits (`request_filter`).
+//!   authorization, and its rate limits (`request_filter`); between them
+//!   the route's external authorization ([`crate::ext_authz`]), once the
+//!   caller is known and before it takes any quota.
 //! - `mirror.rs`: starting the route's mirror copies ([`crate::mirror`]).
 //! - `upstream.rs`: the cluster of a proxied route, then each try: the
 //!   endpoint, and how the try went (health, breaker, metrics, spans).
 //! - `limits.rs`: request body limits (413, cut streams).
 //! - `retry.rs`: whether a failed try is tried again (pure decisions).
 //! - `respond.rs`: responses the gateway writes itself.
+//! - `compression.rs`: response compression (Pingora's module, decided
+//!   per request and per response).
 //! - `logging.rs` and `access_line.rs`: the last step of every request.
 //! - `ctx.rs`: the per-request state the hooks share.
 
 mod access_line;
+pub mod compression;
 pub mod ctx;
 pub mod fault;
 pub mod forwarding;
@@ -100,10 +105,12 @@ impl ProxyHttp for GatewayProxy {
     /// per request and nothing while idle.
     type CTX = Box<RequestCtx>;
 
-    /// No downstream modules: Pingora's default adds a (disabled)
-    /// compression module to every request, which costs a module context
-    /// per request and buys nothing while no route compresses.
-    fn init_downstream_modules(&self, _modules: &mut pingora::modules::http::HttpModules) {}
+    /// Pingora's default adds a (disabled) compression module to every
+    /// request, which costs a module context per request: it is added
+    /// only when some route compresses (the lean path asks here too).
+    fn init_downstream_modules(&self, modules: &mut pingora::modules::http::HttpModules) {
+        compression::register(&self.gateway.runtime.load(), modules);
+    }
 
     fn new_ctx(&self) -> Box<RequestCtx> {
         Box::new(RequestCtx::new(self.gateway.runtime.load_full()))
@@ -197,6 +204,11 @@ impl ProxyHttp for GatewayProxy {
         if identity::enforce(session, ctx, route).await? {
             return Ok(true);
         }
+        if let Some(a) = &route.ext_authz {
+            if crate::ext_authz::enforce(session, ctx, a).await? {
+                return Ok(true);
+            }
+        }
         if let Some(limits) = &route.rate_limits {
             let store = runtime.rate_limit_store.as_deref();
             if ratelimit::enforce(session, ctx, route, limits, store).await? {
@@ -210,10 +222,16 @@ impl ProxyHttp for GatewayProxy {
                 if upstream::choose_cluster(session, ctx, route, backends).await? {
                     return Ok(true);
                 }
-                match &route.fault {
-                    Some(f) => fault::inject(session, ctx, f, route.timeout).await,
-                    None => Ok(false),
+                if let Some(f) = &route.fault {
+                    if fault::inject(session, ctx, f, route.timeout).await? {
+                        return Ok(true);
+                    }
                 }
+                // Last: the gateway's own answers above stay uncompressed.
+                if let Some(c) = &route.compression {
+                    compression::negotiate(session, ctx, c);
+                }
+                Ok(false)
             }
         }
     }
@@ -321,6 +339,10 @@ impl ProxyHttp for GatewayProxy {
             self.https,
             ctx.original_host.as_ref(),
         );
+        // Before the identity headers: those are the gateway's to set.
+        if !ctx.ext_authz_headers.is_empty() {
+            crate::ext_authz::pass_on(ctx, upstream)?;
+        }
         identity::pass_on(ctx, route, upstream)?;
         if !route.request_headers.is_empty() {
             route.request_headers.apply(&mut Headers(upstream));
@@ -360,6 +382,9 @@ impl ProxyHttp for GatewayProxy {
         forwarding::strip_hop_by_hop_response(resp);
         if let Some(route) = ctx.route() {
             route.response_headers.apply(&mut Headers(resp));
+            if let Some(c) = &route.compression {
+                compression::settle(session, ctx, c, resp)?;
+            }
         }
         if let Some(h) = &ctx.ratelimit_headers {
             h.apply(&mut Headers(resp));
@@ -416,10 +441,14 @@ impl ProxyHttp for GatewayProxy {
         e: &Error,
         ctx: &mut Self::CTX,
     ) -> FailToProxy {
+        if ctx.compression.is_some() {
+            compression::withdraw(session);
+        }
         respond::failed(session, e, ctx).await
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Self::CTX) {
+        compression::count(session, ctx);
         logging::finish((self.listener_index, &self.listener), session, e, ctx);
     }
 }

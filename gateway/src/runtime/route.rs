@@ -364,6 +364,10 @@ pub struct Route {
     pub metrics: crate::metrics::handles::RouteMetrics,
     /// Largest request body on this route (overrides the listener's).
     pub max_request_body_bytes: Option<u64>,
+    /// Response compression.
+    pub compression: Option<crate::proxy::compression::CompressionPolicy>,
+    /// External authorization.
+    pub ext_authz: Option<crate::ext_authz::ExtAuthzPolicy>,
 }
 
 /// The ordered route table.

@@ -9,12 +9,16 @@ pub use super::units::Duration;
 
 mod client_address;
 mod cluster;
+mod compression;
+mod ext_authz;
 mod identity;
 mod route;
 mod telemetry;
 
 pub use client_address::*;
 pub use cluster::*;
+pub use compression::*;
+pub use ext_authz::*;
 pub use identity::*;
 pub use route::*;
 pub use telemetry::*;

@@ -71,6 +71,12 @@ pub struct Route {
     /// grows past it. 0 refuses every body.
     #[serde(default)]
     pub max_request_body_bytes: Option<u64>,
+    /// Response compression (gzip, br, zstd) for clients that accept it.
+    #[serde(default)]
+    pub compression: Option<Compression>,
+    /// External authorization: a service decides about each request.
+    #[serde(default)]
+    pub ext_authz: Option<ExtAuthz>,
 }
 
 /// Fault injection for a share of a route's requests (Istio's `fault`), to

@@ -351,6 +351,16 @@ impl Compiler<'_> {
                     .ok()
             });
             let fault = self.fault(i, r);
+            let compression = r.compression.as_ref().and_then(|c| {
+                crate::proxy::compression::CompressionPolicy::compile(&r.name, c)
+                    .map_err(|errs| {
+                        for (field, why) in errs {
+                            self.err(Section::Routes, i, &format!("compression.{field}"), why);
+                        }
+                    })
+                    .ok()
+            });
+            let ext_authz = self.ext_authz(i, r, clusters);
             let mut prefix_rewrite = None;
             let mut host_rewrite = None;
             if let Some(rw) = &r.rewrite {
@@ -485,10 +495,33 @@ impl Compiler<'_> {
                 cors,
                 fault,
                 max_request_body_bytes: r.max_request_body_bytes,
+                compression,
+                ext_authz,
             });
         }
         out
     }
+    fn ext_authz(
+        &mut self,
+        i: usize,
+        r: &config::Route,
+        clusters: &HashMap<String, Arc<Cluster>>,
+    ) -> Option<crate::ext_authz::ExtAuthzPolicy> {
+        let a = r.ext_authz.as_ref()?;
+        let cluster = clusters.get(&a.cluster).cloned();
+        if cluster.is_none() && !self.src_has_cluster(&a.cluster) {
+            let why = format!("ext_authz refers to unknown cluster `{}`", a.cluster);
+            self.err(Section::Routes, i, "ext_authz.cluster", why);
+        }
+        crate::ext_authz::ExtAuthzPolicy::compile(&r.name, a, cluster)
+            .map_err(|errs| {
+                for (field, why) in errs {
+                    self.err(Section::Routes, i, &format!("ext_authz.{field}"), why);
+                }
+            })
+            .ok()
+    }
+
     fn mirrors(
         &mut self,
         i: usize,
