@@ -6,6 +6,7 @@ pub mod access_log;
 pub mod admin;
 mod alloc;
 pub mod config;
+pub mod discovery;
 pub mod egress;
 pub mod hop_by_hop;
 pub mod identity;
@@ -81,7 +82,7 @@ impl Gateway {
         }
         metrics::METRICS.set_certificate_expiry(&[], &runtime.certificates);
         let status = ReloadStatus::startup(&runtime);
-        runtime.start_health_checks();
+        runtime.start_background_tasks();
         let watch = WatchState::new(&runtime);
         Ok(Gateway {
             bound_listeners: runtime.listeners.clone(),

@@ -253,7 +253,7 @@ pub fn reload(gateway: &Gateway, trigger: &'static str) -> ReloadStatus {
             status.last_warnings = new.warnings.iter().map(ToString::to_string).collect();
             status.last_success = Some(attempt);
             status.restart_required = restart;
-            new.start_health_checks();
+            new.start_background_tasks();
             gateway.runtime.store(Arc::new(new));
             METRICS.config_generation.set(generation as i64);
             METRICS.config_last_success.set(unix_now());

@@ -8,11 +8,13 @@ use serde::{Deserialize, Serialize};
 pub use super::units::Duration;
 
 mod cluster;
+mod discovery;
 mod identity;
 mod route;
 mod telemetry;
 
 pub use cluster::*;
+pub use discovery::*;
 pub use identity::*;
 pub use route::*;
 pub use telemetry::*;
@@ -52,6 +54,10 @@ pub struct Config {
     /// Redis for `scope: fleet` rate limits (one quota for every gateway).
     #[serde(default)]
     pub rate_limit_store: Option<filters::ratelimit::StoreConfig>,
+    /// The resolver of DNS-discovered clusters (a cluster's
+    /// `discovery.dns` replaces it).
+    #[serde(default)]
+    pub dns: Option<DnsResolver>,
     /// Glob patterns (relative to this file) of further files whose
     /// `listeners`, `clusters` and `routes` are appended to this one's.
     #[serde(default)]

@@ -3,6 +3,7 @@
 
 mod certificates;
 mod clusters;
+mod discovery;
 mod egress;
 mod identity;
 mod listeners;

@@ -1,0 +1,33 @@
+//! The refresh loop of one discovery cluster, on the discovery thread.
+
+use std::sync::atomic::Ordering;
+use std::sync::Weak;
+
+use crate::runtime::cluster::Cluster;
+
+/// Refreshes `head`'s endpoints until the cluster is dropped (a reload
+/// removed or changed it).
+pub(super) async fn run(head: Weak<Cluster>) {
+    loop {
+        let delay = {
+            let Some(c) = head.upgrade() else { return };
+            let Some(d) = c.discovery.as_deref() else {
+                return;
+            };
+            d.next_delay()
+        };
+        tokio::time::sleep(delay).await;
+        let Some(c) = head.upgrade() else { return };
+        if c.retired.load(Ordering::Relaxed) {
+            return;
+        }
+        let Some(d) = c.discovery.as_deref() else {
+            return;
+        };
+        let mut answers = Vec::with_capacity(d.spec.entries.len());
+        for e in &d.spec.entries {
+            answers.push(d.resolver.lookup(&e.host).await);
+        }
+        d.apply(&c, answers);
+    }
+}
