@@ -174,7 +174,7 @@ impl Discovery {
                 })
                 .collect()
         });
-        let failed = self.apply(head, answers);
+        let failed = self.apply(head, answers, true);
         failed
             .into_iter()
             .map(|(i, msg)| (self.spec.entries[i].index, msg))
@@ -183,12 +183,15 @@ impl Discovery {
 
     /// Applies one round of answers (one per entry): updates the addresses
     /// of the entries that resolved, publishes a new endpoint set if it
-    /// changed, records the status and metrics. Returns the failed entries
-    /// (entry index, message).
+    /// changed, records the status and metrics. The `initial` lookup (at
+    /// load) fills the set without counting changes: the metrics count
+    /// what refreshes changed. Returns the failed entries (entry index,
+    /// message).
     fn apply(
         &self,
         head: &Cluster,
         answers: Vec<Result<Answer, ResolveError>>,
+        initial: bool,
     ) -> Vec<(usize, String)> {
         let now = SystemTime::now();
         let m = &crate::metrics::METRICS.discovery;
@@ -235,7 +238,7 @@ impl Discovery {
         m.endpoints
             .with_label_values(&[&*head.name])
             .set(eps.len() as i64);
-        if changed {
+        if changed && !initial {
             let (added, removed) = endpoints::diff(&old.endpoints, &eps);
             let changes = &m.changes;
             changes
@@ -247,6 +250,8 @@ impl Discovery {
             st.status.changes += 1;
             let addrs: Vec<String> = eps.iter().map(|e| e.addr.to_string()).collect();
             tracing::info!(cluster = %head.name, added, removed, endpoints = ?addrs, "DNS discovery changed the endpoints");
+        }
+        if changed {
             let new = Arc::new(head.with_endpoints(eps));
             self.current.store(new.clone());
             old.retired.store(true, Ordering::Relaxed);

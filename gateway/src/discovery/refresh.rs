@@ -28,6 +28,6 @@ pub(super) async fn run(head: Weak<Cluster>) {
         for e in &d.spec.entries {
             answers.push(d.resolver.lookup(&e.host).await);
         }
-        d.apply(&c, answers);
+        d.apply(&c, answers, false);
     }
 }
