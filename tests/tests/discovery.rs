@@ -62,17 +62,27 @@ fn records(ups: &[&Upstream]) -> Vec<(&'static str, IpAddr)> {
 /// (zone z1, weight 2) discovered as `kind` every 300 ms, `extra` keys
 /// after it, and a catch-all route to it.
 fn dns_gateway(dns: &DnsServer, kind: &str, port: u16, extra: &str) -> GatewayBuilder {
-    Gateway::builder()
-        .yaml(&format!(
-            "dns: {{nameservers: [\"{}\"], timeout: 500ms, attempts: 1}}",
-            dns.nameserver()
-        ))
-        .yaml("telemetry: {access_log: {enabled: false}}")
-        .cluster_yaml(&format!(
-            "{{name: api, discovery: {{type: {kind}, refresh: 300ms, jitter_percent: 0}}, \
+    dns_config(Gateway::builder(), dns, kind, port, extra)
+}
+
+/// [`dns_gateway`]'s config on `base` (e.g. [`Gateway::same_ports`]).
+fn dns_config(
+    base: GatewayBuilder,
+    dns: &DnsServer,
+    kind: &str,
+    port: u16,
+    extra: &str,
+) -> GatewayBuilder {
+    base.yaml(&format!(
+        "dns: {{nameservers: [\"{}\"], timeout: 500ms, attempts: 1}}",
+        dns.nameserver()
+    ))
+    .yaml("telemetry: {access_log: {enabled: false}}")
+    .cluster_yaml(&format!(
+        "{{name: api, discovery: {{type: {kind}, refresh: 300ms, jitter_percent: 0}}, \
              endpoints: [{{address: \"{NAME}:{port}\", zone: z1, weight: 2}}]{extra}}}"
-        ))
-        .route("{name: all, cluster: api}")
+    ))
+    .route("{name: all, cluster: api}")
 }
 
 /// Waits until `gateway_discovery_endpoints{cluster="api"}` is `n`.
@@ -382,4 +392,34 @@ fn discovery_config_errors_have_positions() {
             out.stderr
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_keeps_an_unchanged_dns_cluster_and_its_refreshes() {
+    let (ups, port) = upstreams(2);
+    let Some(dns) = DnsServer::start(&records(&[&ups[0]])) else {
+        return;
+    };
+    let gw = dns_gateway(&dns, "strict_dns", port, "").start();
+    dns.set_records(&records(&[&ups[0], &ups[1]]));
+    wait_endpoints(&gw, 2.0).await;
+    let before = clusters(&gw).await;
+    let since = cluster(&before, "api")["discovery"]["endpoints_since"].clone();
+
+    // Another route: the cluster is unchanged and kept as it is.
+    gw.rewrite(
+        dns_config(gw.same_ports(), &dns, "strict_dns", port, "")
+            .route("{name: other, match: {path_prefix: /other}, cluster: api}"),
+    );
+    gw.wait_generation(2).await;
+    let after = clusters(&gw).await;
+    let d = &cluster(&after, "api")["discovery"];
+    assert_eq!(d["endpoints_since"], since, "same endpoint set: {d:#}");
+    assert!(
+        d["refreshes"].as_u64() >= cluster(&before, "api")["discovery"]["refreshes"].as_u64(),
+        "refreshes go on counting: {d:#}"
+    );
+    let counts = fire(gw.port(), "/other/", 20, 2).await;
+    assert_eq!(counts.get("a"), Some(&10), "{counts:?}");
+    assert_eq!(counts.get("b"), Some(&10), "{counts:?}");
 }

@@ -292,6 +292,13 @@ impl Cluster {
         }
     }
 
+    /// Marks a cluster a reload replaced or removed: its DNS refreshes and
+    /// health checks stop even while requests (a long tunnel) still hold it.
+    pub fn retire(self: &Arc<Self>) {
+        self.retired.store(true, Ordering::Relaxed);
+        self.current().retired.store(true, Ordering::Relaxed);
+    }
+
     /// A cluster with this one's policies, request counters and metric
     /// handles over `endpoints` (an endpoint set DNS discovery publishes).
     pub fn with_endpoints(&self, endpoints: Vec<Arc<Endpoint>>) -> Cluster {
