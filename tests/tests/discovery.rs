@@ -423,3 +423,31 @@ async fn a_reload_keeps_an_unchanged_dns_cluster_and_its_refreshes() {
     assert_eq!(counts.get("a"), Some(&10), "{counts:?}");
     assert_eq!(counts.get("b"), Some(&10), "{counts:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn respect_ttl_refreshes_at_the_record_ttl_with_the_clusters_own_resolver() {
+    let (ups, port) = upstreams(2);
+    let Some(dns) = DnsServer::start(&records(&[&ups[0]])) else {
+        return;
+    };
+    // The top-level resolver is dead; the cluster's own `discovery.dns`
+    // replaces it. `refresh` is a minute: only the 1 s TTL of dnsmasq's
+    // answers can bring the new record in time.
+    let gw = Gateway::builder()
+        .yaml("dns: {nameservers: [\"127.0.0.1:9\"], timeout: 200ms, attempts: 1}")
+        .cluster_yaml(&format!(
+            "{{name: api, discovery: {{type: strict_dns, refresh: 1m, respect_ttl: true, jitter_percent: 0, \
+             dns: {{nameservers: [\"{}\"], timeout: 500ms}}}}, endpoints: [{{address: \"{NAME}:{port}\"}}]}}",
+            dns.nameserver()
+        ))
+        .route("{name: all, cluster: api}")
+        .start();
+    wait_endpoints(&gw, 1.0).await;
+    dns.set_records(&records(&[&ups[0], &ups[1]]));
+    gw.metric("gateway_discovery_endpoints", &[("cluster", "api")])
+        .within(Duration::from_secs(5))
+        .eventually_eq(2.0)
+        .await;
+    let counts = fire(gw.port(), "/r/", 20, 2).await;
+    assert_eq!(counts.get("b"), Some(&10), "{counts:?}");
+}
