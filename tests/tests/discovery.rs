@@ -451,3 +451,49 @@ async fn respect_ttl_refreshes_at_the_record_ttl_with_the_clusters_own_resolver(
     let counts = fire(gw.port(), "/r/", 20, 2).await;
     assert_eq!(counts.get("b"), Some(&10), "{counts:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_while_dns_is_down_keeps_the_last_addresses() {
+    let (ups, port) = upstreams(2);
+    let Some(mut dns) = DnsServer::start(&records(&[&ups[0], &ups[1]])) else {
+        return;
+    };
+    let gw = dns_gateway(&dns, "strict_dns", port, "").start();
+    wait_endpoints(&gw, 2.0).await;
+    let since = cluster(&clusters(&gw).await, "api")["discovery"]["endpoints_since"].clone();
+    dns.kill();
+    // Only the top-level resolver changes: the cluster's own config does
+    // not, yet it is rebuilt (its resolver did change), and its first
+    // lookup fails.
+    let changed = gw
+        .same_ports()
+        .yaml(&format!(
+            "dns: {{nameservers: [\"{}\"], timeout: 300ms, attempts: 1}}",
+            dns.nameserver()
+        ))
+        .cluster_yaml(&format!(
+            "{{name: api, discovery: {{type: strict_dns, refresh: 300ms, jitter_percent: 0}}, \
+             endpoints: [{{address: \"{NAME}:{port}\", zone: z1, weight: 2}}]}}"
+        ))
+        .route("{name: all, cluster: api}");
+    gw.rewrite(changed);
+    gw.wait_generation(2).await;
+    let doc = clusters(&gw).await;
+    let api = cluster(&doc, "api");
+    assert_ne!(
+        api["discovery"]["endpoints_since"], since,
+        "rebuilt: {api:#}"
+    );
+    assert_eq!(
+        api["endpoints"].as_array().map(Vec::len),
+        Some(2),
+        "{api:#}"
+    );
+    let counts = fire(gw.port(), "/r/", 20, 2).await;
+    assert_eq!(counts.get("a"), Some(&10), "{counts:?}");
+    assert_eq!(counts.get("b"), Some(&10), "{counts:?}");
+    assert!(
+        gw.stderr().contains("DNS lookup failed ("),
+        "the failed first lookup is a warning"
+    );
+}

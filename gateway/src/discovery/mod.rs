@@ -151,6 +151,25 @@ impl Discovery {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The addresses each entry (`hostname:port`) uses now.
+    pub fn addresses(&self) -> Vec<(Arc<str>, Vec<IpAddr>)> {
+        let st = self.lock();
+        let labels = self.spec.entries.iter().map(|e| e.label.clone());
+        labels.zip(st.addrs.iter().cloned()).collect()
+    }
+
+    /// Starts the entries that `previous` also has (a reload changed the
+    /// cluster) from its addresses, so that a first lookup that fails
+    /// keeps them rather than starting the cluster empty.
+    pub fn seed(&self, previous: &[(Arc<str>, Vec<IpAddr>)]) {
+        let mut st = self.lock();
+        for (i, e) in self.spec.entries.iter().enumerate() {
+            if let Some((_, addrs)) = previous.iter().find(|(l, _)| *l == e.label) {
+                st.addrs[i] = addrs.clone();
+            }
+        }
+    }
+
     /// The first lookup, when the config is compiled (blocking, off the
     /// request path; `head` is the cluster this discovery belongs to).
     /// Returns the entries that failed (config index, message): the
@@ -341,4 +360,98 @@ where
         let _ = tx.send(f.await);
     });
     rx.recv_timeout(Duration::from_secs(60)).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{DnsResolver, UpstreamProtocol};
+    use crate::runtime::cluster::ClusterPolicies;
+
+    fn head() -> Cluster {
+        let spec = DiscoverySpec {
+            kind: DiscoveryKind::StrictDns,
+            refresh: Duration::from_secs(1),
+            respect_ttl: true,
+            jitter_percent: 0,
+            entries: vec![DnsEntry {
+                index: 0,
+                host: "api.test".into(),
+                port: 80,
+                label: "api.test:80".into(),
+                weight: 1,
+                locality: Locality::default(),
+                priority: Priority::Zone,
+                initially_healthy: true,
+            }],
+            static_endpoints: Vec::new(),
+            peer: PeerSettings {
+                tls_sni: None,
+                ca: None,
+                client_cert: None,
+                protocol: UpstreamProtocol::Http1,
+                connect_timeout: Duration::from_secs(1),
+                read_timeout: Duration::from_secs(1),
+                idle_timeout: Duration::from_secs(1),
+                group_key: 0,
+            },
+        };
+        let dns = DnsResolver {
+            nameservers: vec!["127.0.0.1:9".into()],
+            ..Default::default()
+        };
+        let policies = ClusterPolicies {
+            lb: Default::default(),
+            hash_on: Default::default(),
+            read_timeout: Duration::from_secs(1),
+            retry_budget: Default::default(),
+            locality: Default::default(),
+            health_check: None,
+            outlier: None,
+            breaker: None,
+        };
+        let resolver = Resolver::new(&dns).expect("resolver");
+        attach(
+            Cluster::new(0, "unit-dns", Vec::new(), policies),
+            spec,
+            resolver,
+        )
+    }
+
+    fn answer(ips: &[&str], ttl: u64) -> Result<Answer, ResolveError> {
+        Ok(Answer {
+            addrs: ips.iter().map(|s| s.parse().unwrap()).collect(),
+            ttl: Duration::from_secs(ttl),
+        })
+    }
+
+    #[test]
+    fn refreshes_publish_sets_that_share_counters_and_kept_endpoints() {
+        let head = Arc::new(head());
+        let d = head.discovery.as_deref().expect("discovery");
+        assert!(head.current().endpoints.is_empty());
+        d.apply(&head, vec![answer(&["10.0.0.1", "10.0.0.2"], 30)], true);
+        let first = head.current();
+        assert_eq!(first.endpoints.len(), 2);
+        assert!(first.discovery.is_none(), "a set is not a discovery head");
+        head.active_requests.fetch_add(1, Ordering::Relaxed);
+        assert_eq!(first.active_requests.load(Ordering::Relaxed), 1, "shared");
+        assert_eq!(d.lock().next, Duration::from_secs(30), "respect_ttl");
+
+        // Failure: the set stays, the interval falls back to `refresh`.
+        let err = Err(ResolveError::Lookup("timed out".into()));
+        assert_eq!(d.apply(&head, vec![err], false).len(), 1);
+        assert!(Arc::ptr_eq(&first, &head.current()));
+        assert_eq!(d.status().consecutive_failures, 1);
+        assert_eq!(d.lock().next, Duration::from_secs(1));
+
+        d.apply(&head, vec![answer(&["10.0.0.2", "10.0.0.3"], 0)], false);
+        let second = head.current();
+        assert!(first.retired.load(Ordering::Relaxed), "old set retired");
+        assert!(Arc::ptr_eq(&first.endpoints[1], &second.endpoints[0]));
+        assert_eq!(d.lock().next, Duration::from_secs(1), "TTL 0: at least 1 s");
+        assert_eq!(d.status().changes, 1);
+        assert_eq!(d.status().consecutive_failures, 0);
+        assert!(d.status().last_error.is_some(), "kept for /clusters");
+    }
 }

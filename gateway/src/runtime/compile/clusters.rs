@@ -262,6 +262,10 @@ impl Compiler<'_> {
                 e.addr.hash(&mut h);
             }
             format!("{:?}", self.gateway_locality).hash(&mut h);
+            if c.discovery.is_some() {
+                // The top-level resolver it may use is not in its own config.
+                format!("{:?}", cfg.dns).hash(&mut h);
+            }
             h.finish()
         };
         let static_endpoints = if discovery.is_some() {

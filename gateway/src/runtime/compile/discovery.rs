@@ -129,12 +129,17 @@ impl Compiler<'_> {
     }
 
     /// The first lookup of a new discovery cluster; a name that does not
-    /// resolve is a warning (the cluster starts without it and keeps
-    /// trying), not an error: DNS being down must not block a reload.
+    /// resolve is a warning (the cluster starts without it, or with the
+    /// addresses the cluster it replaces had for it, and keeps trying),
+    /// not an error: DNS being down must not block a reload.
     pub(in crate::runtime) fn resolve_discovered(&mut self, i: usize, cluster: Cluster) -> Cluster {
         let Some(d) = &cluster.discovery else {
             return cluster;
         };
+        let previous = self.previous.and_then(|p| p.clusters.get(&*cluster.name));
+        if let Some(prev) = previous.and_then(|p| p.discovery.as_deref()) {
+            d.seed(&prev.addresses());
+        }
         for (j, msg) in d.resolve_initial(&cluster) {
             let d = self.src.at(
                 Section::Clusters,
