@@ -116,7 +116,8 @@ pub struct Cluster {
     /// `None` for a static cluster, and for the endpoint sets discovery
     /// publishes (routes hold the cluster that has it; see [`Cluster::current`]).
     pub discovery: Option<Box<crate::discovery::Discovery>>,
-    /// A newer endpoint set replaced this one: its health checks stop.
+    /// DNS discovery published a newer endpoint set, or a reload replaced
+    /// the cluster: its health checks (and refreshes) stop.
     pub retired: AtomicBool,
     /// When this endpoint set was built (admin `/clusters`).
     pub built_at: SystemTime,
@@ -300,7 +301,7 @@ impl Cluster {
     }
 
     /// A cluster with this one's policies, request counters and metric
-    /// handles over `endpoints` (an endpoint set DNS discovery publishes).
+    /// series over `endpoints` (an endpoint set DNS discovery publishes).
     pub fn with_endpoints(&self, endpoints: Vec<Arc<Endpoint>>) -> Cluster {
         let mut c = Cluster::new(
             self.fingerprint,
