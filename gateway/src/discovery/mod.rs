@@ -177,22 +177,16 @@ impl Discovery {
     pub fn resolve_initial(&self, head: &Cluster) -> Vec<(usize, String)> {
         let resolver = self.resolver.clone();
         let hosts: Vec<String> = self.spec.entries.iter().map(|e| e.host.clone()).collect();
-        let answers = block_on(async move {
-            let mut out = Vec::with_capacity(hosts.len());
-            for h in &hosts {
-                out.push(resolver.lookup(h).await);
-            }
-            out
-        })
-        .unwrap_or_else(|| {
-            (0..self.spec.entries.len())
-                .map(|_| {
-                    Err(ResolveError::Lookup(
-                        "the discovery thread is not running".into(),
-                    ))
-                })
-                .collect()
-        });
+        let answers =
+            block_on(async move { lookup_all(&resolver, &hosts).await }).unwrap_or_else(|| {
+                (0..self.spec.entries.len())
+                    .map(|_| {
+                        Err(ResolveError::Lookup(
+                            "the discovery thread is not running".into(),
+                        ))
+                    })
+                    .collect()
+            });
         let failed = self.apply(head, answers, true);
         failed
             .into_iter()
@@ -291,6 +285,26 @@ impl Discovery {
             0
         })
     }
+}
+
+/// Looks every host up at once (names of one cluster do not wait for
+/// each other's timeouts); answers in the order of `hosts`.
+async fn lookup_all(resolver: &Resolver, hosts: &[String]) -> Vec<Result<Answer, ResolveError>> {
+    let tasks: Vec<_> = hosts
+        .iter()
+        .map(|h| {
+            let (r, h) = (resolver.clone(), h.clone());
+            tokio::spawn(async move { r.lookup(&h).await })
+        })
+        .collect();
+    let mut out = Vec::with_capacity(tasks.len());
+    for t in tasks {
+        out.push(
+            t.await
+                .unwrap_or_else(|e| Err(ResolveError::Lookup(e.to_string()))),
+        );
+    }
+    out
 }
 
 /// Makes `cluster` (built with no endpoints) DNS-discovered: its discovery

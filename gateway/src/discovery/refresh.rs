@@ -24,10 +24,8 @@ pub(super) async fn run(head: Weak<Cluster>) {
         let Some(d) = c.discovery.as_deref() else {
             return;
         };
-        let mut answers = Vec::with_capacity(d.spec.entries.len());
-        for e in &d.spec.entries {
-            answers.push(d.resolver.lookup(&e.host).await);
-        }
+        let hosts: Vec<String> = d.spec.entries.iter().map(|e| e.host.clone()).collect();
+        let answers = super::lookup_all(&d.resolver, &hosts).await;
         d.apply(&c, answers, false);
     }
 }
