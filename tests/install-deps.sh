@@ -7,6 +7,9 @@
 #   - redis-server: fleet rate-limit tests start their own on a loopback port
 #   - haproxy: the client-address tests put one in front of the gateway
 #     (`send-proxy`, `send-proxy-v2`)
+#   - dnsmasq (Debian's dnsmasq-base: the binary without the system service,
+#     so nothing starts or takes port 53): DNS discovery tests start their
+#     own on a loopback port
 #   - python3 with PyJWT and cryptography (Debian's python3-jwt,
 #     python3-cryptography): the identity tests cross-check tokens with an
 #     independent JWT implementation
@@ -21,6 +24,7 @@ command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 [ -x /usr/sbin/haproxy ] || command -v haproxy >/dev/null 2>&1 || need+=(haproxy)
+command -v dnsmasq >/dev/null 2>&1 || [ -x /usr/sbin/dnsmasq ] || need+=(dnsmasq-base)
 [ -e /etc/ssl/certs/ca-certificates.crt ] || need+=(ca-certificates)
 # Debian's python3 (not a pyenv/venv one on PATH) is where python3-jwt lands.
 if [ -x /usr/bin/python3 ]; then

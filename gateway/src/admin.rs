@@ -2,7 +2,10 @@
 //! up), `/metrics` (Prometheus text), `/config` (the effective config as
 //! JSON, secrets redacted, with the reload status), `POST /reload` (reload
 //! now; answers with the outcome and any errors, 422 when the config is
-//! invalid).
+//! invalid), `/clusters` (every cluster's endpoints and their state; see
+//! [`clusters`]).
+
+pub mod clusters;
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::atomic::Ordering;
@@ -193,6 +196,12 @@ impl ServeHttp for AdminApp {
                 bytes.push(b'\n');
                 reply(StatusCode::OK, "application/json", bytes)
             }
+            "/clusters" => {
+                let doc = clusters::report(&self.gateway.runtime.load());
+                let mut bytes = serde_json::to_vec_pretty(&doc).unwrap_or_default();
+                bytes.push(b'\n');
+                reply(StatusCode::OK, "application/json", bytes)
+            }
             "/egress/observed" => {
                 let mut bytes = serde_json::to_vec_pretty(&crate::egress::observed().report())
                     .unwrap_or_default();
@@ -210,7 +219,7 @@ impl ServeHttp for AdminApp {
             _ => reply(
                 StatusCode::NOT_FOUND,
                 "text/plain",
-                b"not found; try /healthz /readyz /metrics /config /.well-known/jwks.json\n"
+                b"not found; try /healthz /readyz /metrics /config /clusters /.well-known/jwks.json\n"
                     .to_vec(),
             ),
         }

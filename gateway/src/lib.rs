@@ -7,6 +7,7 @@ pub mod admin;
 mod alloc;
 pub mod client_address;
 pub mod config;
+pub mod discovery;
 pub mod egress;
 pub mod ext_authz;
 pub mod hop_by_hop;
@@ -83,7 +84,7 @@ impl Gateway {
         }
         metrics::METRICS.set_certificate_expiry(&[], &runtime.certificates);
         let status = ReloadStatus::startup(&runtime);
-        runtime.start_health_checks();
+        runtime.start_background_tasks();
         let watch = WatchState::new(&runtime);
         Ok(Gateway {
             bound_listeners: runtime.listeners.clone(),

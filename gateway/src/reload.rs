@@ -259,8 +259,15 @@ pub fn reload(gateway: &Gateway, trigger: &'static str) -> ReloadStatus {
             status.last_warnings = new.warnings.iter().map(ToString::to_string).collect();
             status.last_success = Some(attempt);
             status.restart_required = restart;
-            new.start_health_checks();
+            new.start_background_tasks();
+            let replaced: Vec<Arc<runtime::cluster::Cluster>> = current
+                .clusters
+                .iter()
+                .filter(|(name, old)| new.clusters.get(*name).is_none_or(|c| !Arc::ptr_eq(c, old)))
+                .map(|(_, old)| old.clone())
+                .collect();
             gateway.runtime.store(Arc::new(new));
+            replaced.iter().for_each(runtime::cluster::Cluster::retire);
             METRICS.config_generation.set(generation as i64);
             METRICS.config_last_success.set(unix_now());
             tracing::info!(trigger, generation, "config reloaded");

@@ -50,6 +50,7 @@
 
 mod certs;
 mod client;
+mod dns;
 mod fixture;
 mod gateway;
 pub mod jwt;
@@ -65,6 +66,7 @@ pub use client::{
     curl, http_client, http_client_with_host, mtls_client, rustls_connector, served_cert,
     tls_client, tls_exchange, CurlOutput, TlsOutcome,
 };
+pub use dns::{DnsServer, DNSMASQ_INSTALL_HINT};
 pub use fixture::{
     endpoints, error_chain, fire, fire_with, metric, tail, three_sigma, upload_body, wait_metrics,
     GatewayBuilder, MetricMatcher, UpstreamCounts,

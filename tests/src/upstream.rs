@@ -327,7 +327,16 @@ impl Upstream {
         name: &str,
         handler: impl Fn(&RequestInfo) -> Reply + Send + Sync + 'static,
     ) -> Upstream {
-        Self::spawn(ip, name, Arc::new(handler), None, None)
+        Self::spawn((ip, 0).into(), name, Arc::new(handler), None, None)
+    }
+
+    /// An echo upstream named `name` listening on exactly `addr`: several
+    /// upstreams on different loopback addresses and one port stand for
+    /// the records of one `hostname:port` (DNS discovery tests).
+    pub fn named_on(addr: SocketAddr, name: &str) -> Upstream {
+        let n = name.to_string();
+        let handler: UpstreamHandler = Arc::new(move |req| Reply::echo(&n, req));
+        Self::spawn(addr, name, handler, None, None)
     }
 
     /// An echo upstream named `name` (see [`Upstream::named`]) listening on `ip`.
@@ -352,7 +361,13 @@ impl Upstream {
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         let tls = tokio_rustls::TlsAcceptor::from(Arc::new(config));
         let localhost = IpAddr::V4(Ipv4Addr::LOCALHOST);
-        Self::spawn(localhost, name, Arc::new(handler), Some(tls), None)
+        Self::spawn(
+            (localhost, 0).into(),
+            name,
+            Arc::new(handler),
+            Some(tls),
+            None,
+        )
     }
 
     /// An upstream whose health and behaviour the test flips at run time,
@@ -371,7 +386,7 @@ impl Upstream {
         let handler: UpstreamHandler =
             Arc::new(move |_| Reply::text(200, text.clone()).header("x-upstream", &n));
         Self::spawn(
-            IpAddr::V4(Ipv4Addr::LOCALHOST),
+            (IpAddr::V4(Ipv4Addr::LOCALHOST), 0).into(),
             name,
             handler,
             None,
@@ -441,14 +456,14 @@ impl Upstream {
     }
 
     fn spawn(
-        ip: IpAddr,
+        addr: SocketAddr,
         name: &str,
         handler: UpstreamHandler,
         tls: Option<tokio_rustls::TlsAcceptor>,
         health_path: Option<&'static str>,
     ) -> Upstream {
-        let listener = std::net::TcpListener::bind((ip, 0))
-            .unwrap_or_else(|e| panic!("bind upstream on {ip}: {e}"));
+        let listener = std::net::TcpListener::bind(addr)
+            .unwrap_or_else(|e| panic!("bind upstream on {addr}: {e}"));
         listener.set_nonblocking(true).expect("nonblocking");
         let addr = listener.local_addr().expect("upstream addr");
         let state = Arc::new(State {

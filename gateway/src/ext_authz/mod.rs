@@ -256,7 +256,8 @@ async fn read_body(s: &mut HttpSession, limit: usize) -> pingora::Result<Option<
 
 /// One exchange with the service.
 async fn ask(policy: &ExtAuthzPolicy, check: Box<RequestHeader>) -> Result<Verdict, Failure> {
-    let cluster = &policy.cluster;
+    // The current endpoint set (a DNS-discovered cluster swaps it).
+    let cluster = &policy.cluster.current();
     let pick = cluster
         .select(None, &[])
         .ok_or_else(|| format!("cluster `{}` has no healthy endpoint", cluster.name))?;

@@ -103,6 +103,8 @@ pub struct Metrics {
     /// `gateway_certificate_expiry_timestamp_seconds{kind,name}`: notAfter
     /// of every certificate held (see [`Metrics::set_certificate_expiry`]).
     pub certificate_expiry: IntGaugeVec,
+    /// `gateway_discovery_*`: DNS discovery of cluster endpoints.
+    pub discovery: crate::discovery::metrics::DiscoveryMetrics,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -420,7 +422,9 @@ impl Metrics {
         ] {
             registry.register(c).expect("metric names are unique");
         }
+        let discovery = crate::discovery::metrics::DiscoveryMetrics::new(&registry);
         Metrics {
+            discovery,
             registry,
             requests,
             request_duration,
@@ -475,7 +479,7 @@ impl Metrics {
         self.endpoint_healthy.reset();
         let now = crate::runtime::health::now_ms();
         for c in runtime.clusters.values() {
-            for e in &c.endpoints {
+            for e in &c.current().endpoints {
                 let zone = e.locality.zone.as_deref().unwrap_or("unknown");
                 let g = self.endpoint_healthy.with_label_values(&[&*c.name, zone]);
                 if e.health.available(now) {

@@ -83,11 +83,11 @@ impl Job {
     }
 
     async fn exchange(&mut self) -> Result<(u16, Option<u64>), Failure> {
-        let pick = self
-            .cluster
+        let cluster = self.cluster.current();
+        let pick = cluster
             .select(None, &[])
             .ok_or_else(|| Failure::Error("no healthy endpoint".into()))?;
-        let mut peer = self.cluster.endpoints[pick.index].peer.clone();
+        let mut peer = cluster.endpoints[pick.index].peer.clone();
         peer.options.read_timeout = Some(self.timeout);
         let (mut session, _) = CONNECTOR.get_http_session(&peer).await?;
         let header = self.header.take().ok_or(Failure::Abandoned)?;

@@ -33,7 +33,8 @@ pub(super) async fn choose_cluster(
             Some((respond::OVERLOADED_BODY, Some(respond::overloaded_header())))
         }
         Some(c) => {
-            ctx.set_cluster(c.clone());
+            // The endpoint set of now (a DNS-discovered cluster's changes).
+            ctx.set_cluster(c.current());
             None
         }
     };

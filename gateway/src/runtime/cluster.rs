@@ -13,7 +13,7 @@ use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use pingora::protocols::ALPN;
 use pingora::upstreams::peer::HttpPeer;
@@ -43,6 +43,9 @@ pub struct Endpoint {
     pub active: AtomicU64,
     /// Peer with every connection option set; cloned per try.
     pub peer: HttpPeer,
+    /// The `hostname:port` entry DNS discovery found this address for;
+    /// `None` for a static endpoint.
+    pub discovered_from: Option<Arc<str>>,
     /// Stable hash of the address, for rendezvous hashing.
     addr_hash: u64,
 }
@@ -92,20 +95,32 @@ pub struct Cluster {
     pub outlier: Option<OutlierDetection>,
     /// Circuit-breaker limits.
     pub breaker: Option<CircuitBreaker>,
+    // The request counters are shared by every endpoint set of a
+    // DNS-discovered cluster (see `with_endpoints`), so breaker and budget
+    // keep counting the requests still running on a replaced set.
     /// Requests in flight to this cluster (retry budget base, breaker).
-    pub active_requests: AtomicU64,
+    pub active_requests: Arc<AtomicU64>,
     /// Requests in flight that are being retried.
-    pub active_retries: AtomicU64,
+    pub active_retries: Arc<AtomicU64>,
     /// Requests waiting for an upstream connection.
-    pub pending: AtomicU64,
+    pub pending: Arc<AtomicU64>,
     /// Upstream connections carrying a request.
-    pub connections_in_use: AtomicU64,
+    pub connections_in_use: Arc<AtomicU64>,
     /// Budget: retries may be this fraction of active requests.
     pub budget_ratio: f64,
     /// Budget floor.
     pub min_retry_concurrency: u64,
     /// Metric handles of this cluster.
     pub metrics: crate::metrics::handles::ClusterMetrics,
+    /// DNS discovery: the current endpoint set and its refresh state.
+    /// `None` for a static cluster, and for the endpoint sets discovery
+    /// publishes (routes hold the cluster that has it; see [`Cluster::current`]).
+    pub discovery: Option<Box<crate::discovery::Discovery>>,
+    /// DNS discovery published a newer endpoint set, or a reload replaced
+    /// the cluster: its health checks (and refreshes) stop.
+    pub retired: AtomicBool,
+    /// When this endpoint set was built (admin `/clusters`).
+    pub built_at: SystemTime,
     /// Weighted round-robin schedules: all endpoints, then per priority.
     schedules: [Vec<usize>; PRIORITIES + 1],
     rr_next: [AtomicUsize; PRIORITIES + 1],
@@ -255,13 +270,61 @@ impl Cluster {
             checks_started: AtomicBool::new(false),
             outlier: p.outlier,
             breaker: p.breaker,
-            active_requests: AtomicU64::new(0),
-            active_retries: AtomicU64::new(0),
-            pending: AtomicU64::new(0),
-            connections_in_use: AtomicU64::new(0),
+            active_requests: Default::default(),
+            active_retries: Default::default(),
+            pending: Default::default(),
+            connections_in_use: Default::default(),
+            discovery: None,
+            retired: AtomicBool::new(false),
+            built_at: SystemTime::now(),
             budget_ratio: p.retry_budget.budget_percent / 100.0,
             min_retry_concurrency: p.retry_budget.min_retry_concurrency as u64,
         }
+    }
+
+    /// The endpoint set requests use now: this cluster itself, or for a
+    /// DNS-discovered one the set its discovery published last. A request
+    /// takes it once and keeps it, so endpoint indices stay valid for all
+    /// its tries. Static clusters pay one branch.
+    pub fn current(self: &Arc<Self>) -> Arc<Cluster> {
+        match &self.discovery {
+            None => self.clone(),
+            Some(d) => d.current(),
+        }
+    }
+
+    /// Marks a cluster a reload replaced or removed: its DNS refreshes and
+    /// health checks stop even while requests (a long tunnel) still hold it.
+    pub fn retire(self: &Arc<Self>) {
+        self.retired.store(true, Ordering::Relaxed);
+        self.current().retired.store(true, Ordering::Relaxed);
+    }
+
+    /// A cluster with this one's policies, request counters and metric
+    /// series over `endpoints` (an endpoint set DNS discovery publishes).
+    pub fn with_endpoints(&self, endpoints: Vec<Arc<Endpoint>>) -> Cluster {
+        let mut c = Cluster::new(
+            self.fingerprint,
+            &self.name,
+            endpoints,
+            ClusterPolicies {
+                lb: self.lb,
+                hash_on: self.hash_on.clone(),
+                read_timeout: self.read_timeout,
+                retry_budget: RetryBudget::default(),
+                locality: self.locality.clone(),
+                health_check: self.health_check.clone(),
+                outlier: self.outlier.clone(),
+                breaker: self.breaker.clone(),
+            },
+        );
+        c.budget_ratio = self.budget_ratio;
+        c.min_retry_concurrency = self.min_retry_concurrency;
+        c.active_requests = self.active_requests.clone();
+        c.active_retries = self.active_retries.clone();
+        c.pending = self.pending.clone();
+        c.connections_in_use = self.connections_in_use.clone();
+        c
     }
 
     fn eligible(&self, i: usize, exclude: &[usize]) -> bool {
@@ -488,7 +551,15 @@ impl Endpoint {
             health: EndpointHealth::new(initially_healthy),
             active: AtomicU64::new(0),
             peer,
+            discovered_from: None,
         }
+    }
+
+    /// Marks the endpoint as found by DNS discovery for `entry`
+    /// (`hostname:port`).
+    pub fn discovered_from(mut self, entry: Arc<str>) -> Self {
+        self.discovered_from = Some(entry);
+        self
     }
 }
 

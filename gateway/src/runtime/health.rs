@@ -61,6 +61,16 @@ impl EndpointHealth {
         self.active_healthy.load(Ordering::Relaxed)
     }
 
+    /// Until when (`now_ms`) outlier detection ejected it; 0 = never.
+    pub fn ejected_until_ms(&self) -> u64 {
+        self.ejected_until.load(Ordering::Relaxed)
+    }
+
+    /// How many times it was ejected.
+    pub fn ejections(&self) -> u32 {
+        self.ejections.load(Ordering::Relaxed)
+    }
+
     /// Records an active check result against the thresholds.
     fn record_check(&self, ok: bool, hc: &HealthCheck) -> Option<bool> {
         let healthy = self.active_healthy.load(Ordering::Relaxed);
@@ -190,10 +200,12 @@ fn checker_runtime() -> Option<&'static tokio::runtime::Handle> {
         .as_ref()
 }
 
-/// Starts the active checks of `cluster` unless already running. Each
-/// endpoint's loop holds the cluster weakly and ends when a reload has
-/// dropped it.
+/// Starts the active checks of `cluster` (of its current endpoint set,
+/// when DNS discovery keeps it) unless already running. Each endpoint's
+/// loop holds the set weakly and ends when a reload has dropped it or
+/// discovery has replaced it.
 pub fn start_checks(cluster: &Arc<Cluster>) {
+    let cluster = &cluster.current();
     let Some(hc) = cluster.health_check.clone() else {
         return;
     };
@@ -219,6 +231,10 @@ async fn check_loop(cluster: Weak<Cluster>, idx: usize, hc: HealthCheck) {
                 0
             });
         let Some(c) = cluster.upgrade() else { return };
+        if c.retired.load(Ordering::Relaxed) {
+            // A newer endpoint set checks the endpoints that stayed.
+            return;
+        }
         let ep = c.endpoints[idx].clone();
         drop(c);
         let ok = matches!(
@@ -241,7 +257,11 @@ async fn probe(ep: &super::cluster::Endpoint, hc: &HealthCheck) -> bool {
     if hc.kind == HealthCheckKind::Tcp {
         return true;
     }
-    let host = hc.host.clone().unwrap_or_else(|| ep.label.clone());
+    let host = match (&hc.host, &ep.discovered_from) {
+        (Some(h), _) => h.clone(),
+        (None, Some(name)) => name.to_string(),
+        (None, None) => ep.label.clone(),
+    };
     let req = format!(
         "GET {} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: gateway-health-check\r\nConnection: close\r\n\r\n",
         hc.path

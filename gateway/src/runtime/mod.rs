@@ -124,11 +124,13 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    /// Starts active health checks of clusters that have them (clusters
-    /// carried over from the previous runtime keep theirs running).
-    pub fn start_health_checks(&self) {
+    /// Starts active health checks and DNS discovery refreshes of the
+    /// clusters that have them (clusters carried over from the previous
+    /// runtime keep theirs running).
+    pub fn start_background_tasks(&self) {
         for c in self.clusters.values() {
             health::start_checks(c);
+            crate::discovery::start(c);
         }
     }
 }

@@ -52,6 +52,10 @@ pub struct Cluster {
     /// Limits that shed load with 503 instead of queueing it.
     #[serde(default)]
     pub circuit_breaker: Option<CircuitBreaker>,
+    /// Keep `hostname:port` endpoints resolved by DNS at run time
+    /// (default: resolved once when the config is loaded).
+    #[serde(default)]
+    pub discovery: Option<Discovery>,
 }
 
 /// How endpoints of other localities are used (Envoy's priorities: the
@@ -239,7 +243,8 @@ fn default_idle_timeout() -> Duration {
 #[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Endpoint {
-    /// `ip:port` or `hostname:port` (resolved when the config is loaded).
+    /// `ip:port` or `hostname:port` (resolved when the config is loaded, or
+    /// kept resolved by the cluster's `discovery`).
     pub address: String,
     /// Relative weight (default 1; 0 takes the endpoint out of rotation).
     #[serde(default = "default_weight")]

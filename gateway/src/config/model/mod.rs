@@ -10,6 +10,7 @@ pub use super::units::Duration;
 mod client_address;
 mod cluster;
 mod compression;
+mod discovery;
 mod ext_authz;
 mod identity;
 mod route;
@@ -18,6 +19,7 @@ mod telemetry;
 pub use client_address::*;
 pub use cluster::*;
 pub use compression::*;
+pub use discovery::*;
 pub use ext_authz::*;
 pub use identity::*;
 pub use route::*;
@@ -58,6 +60,10 @@ pub struct Config {
     /// Redis for `scope: fleet` rate limits (one quota for every gateway).
     #[serde(default)]
     pub rate_limit_store: Option<filters::ratelimit::StoreConfig>,
+    /// The resolver of DNS-discovered clusters (a cluster's
+    /// `discovery.dns` replaces it).
+    #[serde(default)]
+    pub dns: Option<DnsResolver>,
     /// Glob patterns (relative to this file) of further files whose
     /// `listeners`, `clusters` and `routes` are appended to this one's.
     #[serde(default)]

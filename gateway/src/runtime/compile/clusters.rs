@@ -12,6 +12,7 @@ impl Compiler<'_> {
             cfg.clusters.iter().map(|c| c.name.as_str()),
             "cluster",
         );
+        self.top_level_dns(cfg);
         let mut out = HashMap::new();
         for (i, c) in cfg.clusters.iter().enumerate() {
             if let Some(cluster) = self.cluster(i, c, cfg) {
@@ -20,8 +21,10 @@ impl Compiler<'_> {
                     .and_then(|p| p.clusters.get(&c.name))
                     .filter(|old| old.fingerprint == cluster.fingerprint)
                     .cloned();
-                out.entry(c.name.clone())
-                    .or_insert_with(|| kept.unwrap_or_else(|| Arc::new(cluster)));
+                // Only a new cluster resolves its DNS-discovered names: a
+                // kept one keeps its discovery and its current endpoints.
+                let cluster = kept.unwrap_or_else(|| Arc::new(self.resolve_discovered(i, cluster)));
+                out.entry(c.name.clone()).or_insert(cluster);
             }
         }
         out
@@ -175,10 +178,16 @@ impl Compiler<'_> {
             }
         }
         let mut endpoints = Vec::new();
+        let mut dns_entries = Vec::new();
         for (j, e) in c.endpoints.iter().enumerate() {
             let at = format!("endpoints[{j}].address");
             let addr = match e.address.parse::<SocketAddr>() {
                 Ok(a) => Some(a),
+                Err(_) if c.discovery.is_some() => {
+                    // Resolved by the cluster's discovery, now and later.
+                    dns_entries.extend(self.dns_entry(i, j, e, c));
+                    None
+                }
                 Err(_)
                     if e.address
                         .rsplit_once(':')
@@ -237,6 +246,10 @@ impl Compiler<'_> {
                 )));
             }
         }
+        let discovery = c
+            .discovery
+            .as_ref()
+            .and_then(|d| self.discovery_spec(i, d, cfg, dns_entries, &endpoints, settings));
         if self.errors.len() != before {
             return None;
         }
@@ -249,12 +262,21 @@ impl Compiler<'_> {
                 e.addr.hash(&mut h);
             }
             format!("{:?}", self.gateway_locality).hash(&mut h);
+            if c.discovery.is_some() {
+                // The top-level resolver it may use is not in its own config.
+                format!("{:?}", cfg.dns).hash(&mut h);
+            }
             h.finish()
         };
-        Some(Cluster::new(
+        let static_endpoints = if discovery.is_some() {
+            Vec::new()
+        } else {
+            endpoints
+        };
+        let cluster = Cluster::new(
             fingerprint,
             &c.name,
-            endpoints,
+            static_endpoints,
             ClusterPolicies {
                 lb: c.lb,
                 hash_on: c.hash_on.clone().unwrap_or_default(),
@@ -265,7 +287,11 @@ impl Compiler<'_> {
                 outlier: c.outlier_detection.clone(),
                 breaker: c.circuit_breaker.clone(),
             },
-        ))
+        );
+        Some(match discovery {
+            Some((spec, resolver)) => crate::discovery::attach(cluster, spec, resolver),
+            None => cluster,
+        })
     }
 
     fn health_policies(&mut self, i: usize, c: &config::Cluster) {

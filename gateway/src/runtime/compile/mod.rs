@@ -4,6 +4,7 @@
 mod certificates;
 mod client_address;
 mod clusters;
+mod discovery;
 mod egress;
 mod identity;
 mod listeners;
