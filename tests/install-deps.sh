@@ -4,7 +4,9 @@
 #   - cmake, a C toolchain, make, pkg-config: Pingora's zlib-ng and aws-lc
 #     builds, jemalloc (the gateway's allocator)
 #   - curl: the integration tests use it as a real client
-#   - redis-server: fleet rate-limit tests start their own on a loopback port
+#   - redis-server, redis-tools: fleet rate-limit tests start their own
+#     Redis (and a six-node Redis Cluster, and a TLS one) on loopback ports
+#   - iproute2: the multi-host tests make network namespaces (`ip netns`)
 #   - haproxy: the client-address tests put one in front of the gateway
 #     (`send-proxy`, `send-proxy-v2`)
 #   - dnsmasq (Debian's dnsmasq-base: the binary without the system service,
@@ -25,6 +27,8 @@ command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 [ -x /usr/sbin/haproxy ] || command -v haproxy >/dev/null 2>&1 || need+=(haproxy)
 command -v dnsmasq >/dev/null 2>&1 || [ -x /usr/sbin/dnsmasq ] || need+=(dnsmasq-base)
+[ -x /usr/sbin/ip ] || command -v ip >/dev/null 2>&1 || need+=(iproute2)   # network-namespace tests
+command -v redis-cli >/dev/null 2>&1 || need+=(redis-tools)               # Redis Cluster tests
 [ -e /etc/ssl/certs/ca-certificates.crt ] || need+=(ca-certificates)
 # Debian's python3 (not a pyenv/venv one on PATH) is where python3-jwt lands.
 if [ -x /usr/bin/python3 ]; then
