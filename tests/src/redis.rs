@@ -20,6 +20,8 @@ pub struct RedisServer {
     port: u16,
     /// The CA of its certificate when it speaks TLS.
     tls_ca: Option<std::path::PathBuf>,
+    /// Where its standard output and error go (shown when it fails to start).
+    log: tempfile::NamedTempFile,
 }
 
 impl RedisServer {
@@ -27,73 +29,110 @@ impl RedisServer {
     /// Panics (failing the test) when `redis-server` is missing, with the
     /// install command in the message.
     pub fn start() -> RedisServer {
-        Self::spawn(free_port(), &[], None)
+        Self::spawn_retrying(|_| (Vec::new(), None))
     }
 
     /// Starts Redis speaking only TLS on its port, with a certificate for
     /// `127.0.0.1` signed by `ca`; its files go to `dir`.
     pub fn start_tls(ca: &crate::TestCa, dir: &std::path::Path) -> RedisServer {
-        let port = free_port();
-        let (cert, key) = ca.issue(&["127.0.0.1"]).write(
-            dir,
-            &format!("redis-{port}.pem"),
-            &format!("redis-{port}.key"),
-        );
-        let ca_path = ca.write_pem(dir, &format!("redis-{port}-ca.pem"));
-        let path = |p: &std::path::Path| p.display().to_string();
-        let args = [
-            "--port".to_string(),
-            "0".into(),
-            "--tls-port".into(),
-            port.to_string(),
-            "--tls-cert-file".into(),
-            path(&cert),
-            "--tls-key-file".into(),
-            path(&key),
-            "--tls-ca-cert-file".into(),
-            path(&ca_path),
-            "--tls-auth-clients".into(),
-            "no".into(),
-        ];
-        Self::spawn(port, &args, Some(ca_path))
+        Self::spawn_retrying(|port| {
+            let (cert, key) = ca.issue(&["127.0.0.1"]).write(
+                dir,
+                &format!("redis-{port}.pem"),
+                &format!("redis-{port}.key"),
+            );
+            let ca_path = ca.write_pem(dir, &format!("redis-{port}-ca.pem"));
+            let path = |p: &std::path::Path| p.display().to_string();
+            let args = vec![
+                "--tls-port".to_string(),
+                port.to_string(),
+                "--tls-cert-file".into(),
+                path(&cert),
+                "--tls-key-file".into(),
+                path(&key),
+                "--tls-ca-cert-file".into(),
+                path(&ca_path),
+                "--tls-auth-clients".into(),
+                "no".into(),
+            ];
+            (args, Some(ca_path))
+        })
     }
 
     /// Starts a cluster-enabled node (`--cluster-enabled yes`, node timeout
-    /// `node_timeout_ms`) whose node file goes to `dir`.
+    /// `node_timeout_ms`) whose node file goes to `dir`. Its cluster bus
+    /// port is a second [`free_port`] given as `--cluster-port`: Redis's
+    /// default (port + 10000) can land on a port another test or an
+    /// outgoing connection holds, and the node then exits at start.
     fn start_cluster_node(dir: &std::path::Path, node_timeout_ms: u64) -> RedisServer {
-        let port = free_port();
-        let args = [
-            "--cluster-enabled".to_string(),
-            "yes".into(),
-            "--cluster-config-file".into(),
-            format!("nodes-{port}.conf"),
-            "--cluster-node-timeout".into(),
-            node_timeout_ms.to_string(),
-            // A replica may take over however fresh its copy is, and its
-            // first sync starts at once (the default waits 5 s): a test
-            // kills a master seconds after the cluster formed.
-            "--cluster-replica-validity-factor".into(),
-            "0".into(),
-            "--repl-diskless-sync-delay".into(),
-            "0".into(),
-            "--dir".into(),
-            dir.display().to_string(),
-        ];
-        Self::spawn(port, &args, None)
+        Self::spawn_retrying(|port| {
+            let args = vec![
+                "--cluster-enabled".to_string(),
+                "yes".into(),
+                "--cluster-port".into(),
+                free_port().to_string(),
+                "--cluster-config-file".into(),
+                format!("nodes-{port}.conf"),
+                "--cluster-node-timeout".into(),
+                node_timeout_ms.to_string(),
+                // A replica may take over however fresh its copy is, and its
+                // first sync starts at once (the default waits 5 s): a test
+                // kills a master seconds after the cluster formed.
+                "--cluster-replica-validity-factor".into(),
+                "0".into(),
+                "--repl-diskless-sync-delay".into(),
+                "0".into(),
+                "--dir".into(),
+                dir.display().to_string(),
+            ];
+            (args, None)
+        })
     }
 
-    fn spawn(port: u16, extra: &[String], tls_ca: Option<std::path::PathBuf>) -> RedisServer {
-        let mut cmd = Command::new("redis-server");
-        if tls_ca.is_none() {
-            cmd.args(["--port", &port.to_string()]);
+    /// Starts `redis-server` with the arguments `setup` returns for a fresh
+    /// [`free_port`]. A port picked free can still be taken by someone else
+    /// before Redis binds it; a server that exits at start is tried again on
+    /// new ports (three times in all) and the last failure's log is shown.
+    fn spawn_retrying(
+        mut setup: impl FnMut(u16) -> (Vec<String>, Option<std::path::PathBuf>),
+    ) -> RedisServer {
+        let mut last = String::new();
+        for _ in 0..3 {
+            let port = free_port();
+            let (args, tls_ca) = setup(port);
+            match Self::spawn(port, &args, tls_ca) {
+                Ok(server) => return server,
+                Err(e) => last = e,
+            }
         }
+        panic!("{last}")
+    }
+
+    fn spawn(
+        port: u16,
+        extra: &[String],
+        tls_ca: Option<std::path::PathBuf>,
+    ) -> Result<RedisServer, String> {
+        let log = tempfile::NamedTempFile::new().expect("redis log file");
+        let mut cmd = Command::new("redis-server");
+        // A TLS server listens only on its TLS port.
+        let plain_port = if tls_ca.is_none() { port } else { 0 };
         let child = cmd
+            .args(["--port", &plain_port.to_string()])
             .args(["--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
             .args(extra)
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stdout(
+                log.reopen()
+                    .map(Stdio::from)
+                    .unwrap_or_else(|_| Stdio::null()),
+            )
+            .stderr(
+                log.reopen()
+                    .map(Stdio::from)
+                    .unwrap_or_else(|_| Stdio::null()),
+            )
             .spawn();
         let child = match child {
             Ok(c) => c,
@@ -104,11 +143,18 @@ impl RedisServer {
             child: Some(child),
             port,
             tls_ca,
+            log,
         };
         let deadline = Instant::now() + READY_TIMEOUT;
         while !server.ping() {
             if let Some(Ok(Some(status))) = server.child.as_mut().map(Child::try_wait) {
-                panic!("redis-server on port {port} exited at start ({status})");
+                server.child = None;
+                let said = std::fs::read_to_string(server.log.path()).unwrap_or_default();
+                let tail: Vec<&str> = said.lines().rev().take(5).collect();
+                return Err(format!(
+                    "redis-server on port {port} exited at start ({status}); its last lines:\n{}",
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                ));
             }
             assert!(
                 Instant::now() < deadline,
@@ -116,7 +162,7 @@ impl RedisServer {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
-        server
+        Ok(server)
     }
 
     /// Runs `redis-cli` against this server (with TLS when it speaks TLS)

@@ -22,7 +22,8 @@ use pingora::http::RequestHeader;
 use crate::runtime::ListenerSpec;
 
 pub use proxy_protocol::{
-    listener_service, ProxyProtocolApp, ProxyProtocolReader, ProxyProtocolSpec, Refused,
+    decode as decode_proxy_header, listener_service, Decoded, ProxyProtocolApp,
+    ProxyProtocolReader, ProxyProtocolSpec, Refused, MAX_HEADER_BYTES as MAX_PROXY_HEADER_BYTES,
 };
 pub use xff::{parse_entry, XffTrust};
 

@@ -47,6 +47,9 @@ const V1_MAX: usize = 107;
 /// Largest v2 header accepted: the 16-byte prefix and 1 KiB of addresses
 /// and TLVs (IPv6 addresses take 36, AWS and GCP TLVs a few dozen).
 const V2_MAX: usize = 16 + 1024;
+/// The most bytes [`decode`] ever needs to decide: past this many it has
+/// found a header or refused.
+pub const MAX_HEADER_BYTES: usize = V2_MAX;
 /// Initial read buffer: any v1 line, a v2 header with IPv6 and some TLVs.
 const READ_BUF: usize = 256;
 
@@ -60,7 +63,7 @@ pub struct ProxyProtocolSpec {
 }
 
 /// Why a connection was closed before its first request.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Refused {
     /// The TCP peer is not in `from`.
     #[error("PROXY protocol: source {0} is not allowed to send a header")]
@@ -229,17 +232,44 @@ fn parse(header: &[u8]) -> Result<Option<SocketAddr>, Refused> {
     })
 }
 
+/// What the first bytes of a connection hold, as far as they go.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Decoded {
+    /// Too few bytes to tell: read more (never past [`MAX_HEADER_BYTES`]).
+    Need,
+    /// A complete header of `len` bytes naming `source`; `None` for
+    /// `LOCAL`, `UNKNOWN` and non-IP families (the TCP peer stays).
+    Header {
+        /// The header's length: the connection's own bytes start here.
+        len: usize,
+        /// The client the proxy in front speaks for.
+        source: Option<SocketAddr>,
+    },
+}
+
+/// Frames and parses the PROXY header at the start of `buf`. More bytes
+/// never change an answer other than [`Decoded::Need`] (the fuzz target
+/// `proxy_protocol` holds it to that).
+pub fn decode(buf: &[u8]) -> Result<Decoded, Refused> {
+    Ok(match framing(buf)? {
+        Framing::Need => Decoded::Need,
+        Framing::Header(len) => Decoded::Header {
+            len,
+            source: parse(&buf[..len])?,
+        },
+    })
+}
+
 /// Reads one header off `stream`; bytes read past it are put back.
 async fn read_header(stream: &mut L4Stream) -> Result<Option<SocketAddr>, Refused> {
     let mut buf = Vec::with_capacity(READ_BUF);
     loop {
-        match framing(&buf)? {
-            Framing::Header(n) => {
-                let source = parse(&buf[..n])?;
-                stream.rewind(&buf[n..]);
+        match decode(&buf)? {
+            Decoded::Header { len, source } => {
+                stream.rewind(&buf[len..]);
                 return Ok(source);
             }
-            Framing::Need => {
+            Decoded::Need => {
                 if buf.len() == buf.capacity() {
                     // Only a v2 header longer than the first buffer gets
                     // here; framing bounds it by `V2_MAX`.

@@ -41,7 +41,7 @@ use pingora::proxy::{HttpProxy, ProxyHttp, Session};
 use pingora::server::ShutdownWatch;
 use tokio::io::AsyncReadExt;
 
-use crate::limits::head::{first_byte, read_head, refuse, HEADER_BUF};
+use crate::limits::head::{first_byte, head_or_refuse, HEADER_BUF};
 use crate::limits::Gatekeeper;
 use crate::proxy::GatewayProxy;
 
@@ -181,23 +181,15 @@ impl LeanApp {
     /// listener's limits, refusing it past them, then serves the request.
     async fn read_and_serve(
         &self,
-        mut stream: Stream,
+        stream: Stream,
         start: BytesMut,
         shutdown: &ShutdownWatch,
     ) -> Option<pingora::protocols::http::ReusableHttpStream> {
         // The whole head, so that Pingora parses it without reading.
-        let head = match read_head(&mut stream, start, &self.gk).await {
-            Ok(head) => head,
-            Err(why) => {
-                refuse(stream, why, &self.gk).await;
-                return None;
-            }
-        };
+        let (stream, head) = head_or_refuse(stream, start, &self.gk).await?;
         let mut session = Session::new_h1_with_modules(stream, &self.modules);
         let downstream = &mut session.downstream_session;
-        // As Pingora's service: no keep-alive once shutting down.
-        let keepalive = (!*shutdown.borrow()).then_some(self.gk.limits.keepalive_secs());
-        downstream.set_keepalive(keepalive);
+        downstream.set_keepalive(self.gk.keepalive(shutdown));
         downstream.set_pipelined_prefix(head);
         self.serve(session).await
     }

@@ -19,7 +19,7 @@ use pingora::protocols::Stream;
 use pingora::proxy::HttpProxy;
 use pingora::server::ShutdownWatch;
 
-use super::head::{first_byte, read_head, refuse};
+use super::head::{first_byte, head_or_refuse};
 use super::Gatekeeper;
 use crate::lean::{opening, Opening};
 use crate::proxy::GatewayProxy;
@@ -59,16 +59,9 @@ impl ServerApp for ProxyHttpFront {
             Some(r) => r,
             None => first_byte(&mut stream, limits.header_timeout, shutdown).await?,
         };
-        let head = match read_head(&mut stream, start, &self.gk).await {
-            Ok(head) => head,
-            Err(why) => {
-                refuse(stream, why, &self.gk).await;
-                return None;
-            }
-        };
+        let (stream, head) = head_or_refuse(stream, start, &self.gk).await?;
         let mut session = ServerSession::new_http1(stream);
-        // As Pingora's own loop: no keep-alive once shutting down.
-        session.set_keepalive((!*shutdown.borrow()).then_some(limits.keepalive_secs()));
+        session.set_keepalive(self.gk.keepalive(shutdown));
         session.set_pipelined_prefix(head);
         let mut next = self.proxy.process_new_http(session, shutdown).await;
         while let Some((stream, settings)) = next.map(|r| r.consume()) {

@@ -117,6 +117,12 @@ impl Gatekeeper {
             refusals: ListenerRefusals::new(name),
         }
     }
+
+    /// The HTTP/1 keep-alive to give a session: the idle timeout, or none
+    /// once the server shuts down (as Pingora's own service does).
+    pub fn keepalive(&self, shutdown: &pingora::server::ShutdownWatch) -> Option<u64> {
+        (!*shutdown.borrow()).then_some(self.limits.keepalive_secs())
+    }
 }
 
 #[cfg(test)]
