@@ -150,6 +150,35 @@ async fn half_sent_heads_get_408_at_the_header_timeout_while_traffic_flows() {
     .await;
 }
 
+/// Empty lines before a request line are skipped (RFC 9112 §2.2), as
+/// Pingora's parser skips them; they must not pass for a complete head, or
+/// the rest of the head would be read outside the header timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn empty_lines_before_a_head_do_not_escape_the_header_timeout() {
+    let up = Upstream::named("a");
+    let gw = Gateway::builder()
+        .listener("limits: {request_header_timeout: 1s}")
+        .catch_all(&up)
+        .start();
+    let mut whole = connect(&gw).await;
+    assert_eq!(
+        exchange(&mut whole, "\r\n\r\nGET /x HTTP/1.1\r\nhost: t\r\n\r\n").await,
+        Some(200),
+        "a head after empty lines is served"
+    );
+    let mut half = connect(&gw).await;
+    half.write_all(b"\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .expect("half a head after empty lines");
+    let (answer, when) = read_to_close(&mut half, Duration::from_secs(10)).await;
+    let text = String::from_utf8_lossy(&answer);
+    assert!(
+        text.starts_with("HTTP/1.1 408"),
+        "answered 408 at the header timeout; got {text:?} after {when:?}"
+    );
+    assert!(when < Duration::from_secs(5), "closed after {when:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_connection_limit_refuses_the_one_over_it() {
     let up = Upstream::named("a");
